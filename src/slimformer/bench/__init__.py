@@ -1,0 +1,1 @@
+"""Benchmark: scenarios (accuracy, latency, throughput), trackers (memory, cold start), the runner."""

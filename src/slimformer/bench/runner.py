@@ -1,0 +1,163 @@
+"""Benchmark variants on one dataset split, each in its own process, and persist results as they come."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..cache import write_json
+from ..data import check_label_space, load_dataset
+from ..errors import SlimformerError
+from ..hardware import fingerprint
+from ..metrics import agreement
+from ..progress import progress_bar
+from ..runtimes import artifact_labels
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A model artifact on a runtime with a fixed thread count."""
+
+    model: str
+    runtime: str = "torch"
+    threads: int = 1
+    options: dict = field(default_factory=dict)
+    name: str = ""
+
+    def label(self) -> str:
+        return self.name or f"{Path(self.model).name}-{self.runtime}-t{self.threads}"
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    source: str
+    text_column: str = "text"
+    label_column: str = "label"
+    split_column: str | None = None
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    split: str = "test"
+    warmup: int = 20
+    latency_samples: int | None = 300  # None: every text of the split
+    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    throughput_samples: int = 256
+    cold_start_runs: int = 3
+    order_seed: int = 0  # the fixed shuffled order of texts for latency and throughput
+    settle_s: float = 1.0  # pause between variant processes
+
+
+def _thread_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(threads)
+    env["TOKENIZERS_PARALLELISM"] = "false"  # tokenizers' own pool would add threads
+    return env
+
+
+def _run_worker(spec: dict, title: str) -> dict:
+    """Run one variant in a fresh process and relay its progress; return its result."""
+    with tempfile.TemporaryFile("w+") as err, progress_bar(title, None) as update:
+        proc = subprocess.Popen([sys.executable, "-m", "slimformer.bench.worker", json.dumps(spec)],
+                                stdout=subprocess.PIPE, stderr=err, text=True, env=_thread_env(spec["threads"]))
+        result = error = None
+        for line in proc.stdout:
+            event = json.loads(line)
+            if event["event"] == "progress":
+                update(advance=0, status=f"{event['stage']} {event['done']}/{event['total']}")
+            elif event["event"] == "result":
+                result = event["result"]
+            elif event["event"] == "error":
+                error = event["message"]
+        proc.wait()
+        if error:
+            raise SlimformerError(error)
+        if result is None:
+            err.seek(0)
+            tail = err.read()[-3000:]
+            raise RuntimeError(f"benchmark worker for {spec['model']} exited with {proc.returncode}:\n{tail}")
+    return result
+
+
+def cold_start(variant: Variant, text: str, runs: int) -> dict:
+    """Median wall time of fresh processes that import, load and answer one text, timed from outside."""
+    spec = json.dumps({"model": variant.model, "runtime": variant.runtime, "threads": variant.threads,
+                       "options": variant.options, "text": text})
+    walls, inner = [], []
+    for _ in range(runs):
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "slimformer.bench.coldstart", spec], capture_output=True,
+                              text=True, env=_thread_env(variant.threads))
+        walls.append(time.perf_counter() - start)
+        if proc.returncode != 0:
+            raise RuntimeError(f"cold start of {variant.model} failed:\n{proc.stderr[-2000:]}")
+        inner.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    median = {k: round(statistics.median(r[k] for r in inner), 3) for k in ("import_s", "load_s", "first_answer_s")}
+    return {"median_s": round(statistics.median(walls), 3), "runs_s": [round(w, 3) for w in walls], **median}
+
+
+def run_benchmark(variants: list[Variant], data: DataSpec, settings: BenchSettings = BenchSettings(),
+                  out: Path | None = None) -> dict:
+    """Measure every variant; the first is the reference the others' agreement is measured against.
+
+    With `out`, `results.json` is rewritten atomically after each variant and logits kept as .npy.
+    """
+    if not variants:
+        raise SlimformerError("nothing to benchmark: give at least one model")
+    dataset = load_dataset(data.source, data.text_column, data.label_column, data.split_column, data.seed)
+    split = dataset[settings.split]
+    if len(split) == 0:
+        raise SlimformerError(f"the {settings.split} split of {dataset.name} is empty")
+    label_maps = [check_label_space(dataset.labels, artifact_labels(v.model), v.model) for v in variants]
+    names = [v.label() for v in variants]
+    if len(set(names)) != len(names):
+        raise SlimformerError(f"two variants share a name ({', '.join(names)}); name them apart")
+    logits_dir = Path(out) / "logits" if out else Path(tempfile.mkdtemp(prefix="slimformer-logits-"))
+    logits_dir.mkdir(parents=True, exist_ok=True)
+    results = {
+        "schema_version": SCHEMA_VERSION,
+        "tool": f"slimformer {__version__}",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "dataset": dataset.summary() | {"split": settings.split, "n": len(split)},
+        "settings": asdict(settings),
+        "machine": fingerprint(),
+        "variants": [],
+    }
+    for i, (variant, label_map) in enumerate(zip(variants, label_maps, strict=True)):
+        if i:
+            time.sleep(settings.settle_s)
+        logits_path = logits_dir / f"{names[i]}.npy"
+        spec = {"model": str(variant.model), "runtime": variant.runtime, "threads": variant.threads,
+                "options": variant.options, "label_map": label_map, "logits_path": str(logits_path),
+                "data": asdict(data), "settings": asdict(settings)}
+        started = time.perf_counter()
+        result = _run_worker(spec, f"[{i + 1}/{len(variants)}] {names[i]}")
+        logits = np.load(logits_path)
+        if i == 0:
+            reference_logits = logits
+        entry = {"name": names[i], "model": str(variant.model), "runtime": variant.runtime,
+                 "threads": variant.threads, "options": variant.options, **result}
+        if settings.cold_start_runs:
+            with progress_bar(f"[{i + 1}/{len(variants)}] {names[i]}: cold start", settings.cold_start_runs):
+                entry["cold_start"] = cold_start(variant, split.texts[0], settings.cold_start_runs)
+        entry["agreement"] = {"reference": names[0], **agreement(logits, reference_logits)} if i else None
+        entry["seconds"] = round(time.perf_counter() - started, 1)
+        results["variants"].append(entry)
+        if out:
+            write_json(Path(out) / "results.json", results)
+    return results

@@ -1,0 +1,86 @@
+"""One variant, measured in a fresh process: `python -m slimformer.bench.worker SPEC_JSON`.
+
+A fresh process per variant is what keeps thread pools (OpenMP, ORT, OpenVINO) that keep spinning
+after a run from slowing the next variant, and makes peak RSS belong to this variant alone.
+Protocol: JSON lines on stdout ({"event": "progress"|"result"|"error", ...}); anything the
+libraries print goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+
+def main(spec: dict, emit) -> None:
+    from ..data import load_dataset
+    from ..errors import SlimformerError
+    from ..hardware import fingerprint
+    from .memory import peak_rss_mb, peak_vram_mb, rss_mb
+
+    try:
+        import numpy as np
+
+        from ..cache import dir_size_mb
+        from ..runtimes import load_predictor
+        from . import scenarios
+
+        settings = spec["settings"]
+        last = [0.0]
+
+        def progress(stage: str, done: int, total: int) -> None:
+            now = time.monotonic()
+            if done == total or now - last[0] > 0.2:
+                last[0] = now
+                emit({"event": "progress", "stage": stage, "done": done, "total": total})
+
+        data = spec["data"]
+        split = load_dataset(data["source"], data["text_column"], data["label_column"], data["split_column"],
+                             data["seed"])[settings["split"]]
+        rss_before = rss_mb()
+        progress("loading", 0, 1)
+        started = time.perf_counter()
+        predictor = load_predictor(spec["model"], spec["runtime"], spec["threads"], **spec["options"])
+        load_s = time.perf_counter() - started
+        progress("loading", 1, 1)
+
+        label_map = np.asarray(spec["label_map"])
+        quality, logits = scenarios.accuracy(predictor, split, label_map, progress=progress)
+        np.save(spec["logits_path"], logits)
+
+        order = np.random.default_rng(settings["order_seed"]).permutation(len(split))
+        shuffled = [split.texts[i] for i in order]
+        n_lat = settings["latency_samples"] or len(shuffled)
+        latency = scenarios.latency(predictor, shuffled[:n_lat], settings["warmup"], progress)
+        throughput = [scenarios.throughput(predictor, shuffled[:settings["throughput_samples"]], bs, progress)
+                      for bs in settings["batch_sizes"]]
+        files = predictor.model_files()
+        emit({"event": "result", "result": {
+            "predictor": predictor.describe(),
+            "accuracy": quality["accuracy"],
+            "macro_f1": quality["macro_f1"],
+            "n": quality["n"],
+            "latency_ms": latency,
+            "throughput": throughput,
+            "size_mb": round(sum(dir_size_mb(f) for f in files), 3) if files else None,
+            "memory": {"rss_before_load_mb": round(rss_before, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
+                       "peak_vram_mb": peak_vram_mb()},
+            "load_s": round(load_s, 3),
+            "machine": fingerprint(spec["threads"]),
+        }})
+    except SlimformerError as e:
+        emit({"event": "error", "message": str(e)})
+
+
+if __name__ == "__main__":
+    # keep the protocol on the real stdout; send everything else (library prints) to stderr
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+    def emit(event: dict) -> None:
+        protocol.write(json.dumps(event) + "\n")
+
+    main(json.loads(sys.argv[1]), emit)

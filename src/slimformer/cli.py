@@ -1,0 +1,167 @@
+"""The `slimformer` command. Thin: parse, call the library, render. Heavy imports happen inside commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from .errors import SlimformerError
+
+app = typer.Typer(
+    help="Make transformer text classifiers fast and small for inference, and prove it with honest numbers.",
+    no_args_is_help=True, pretty_exceptions_show_locals=False, rich_markup_mode="rich")
+data_app = typer.Typer(help="Inspect the packaged datasets and your own data files.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+out = Console(width=None if sys.stdout.isatty() else 200)
+
+DataOpt = Annotated[str, typer.Option("--data", "-d", help="Packaged dataset (trec6, rotten-tomatoes), a .csv/.tsv/"
+                                      ".jsonl/.parquet file, a saved HF dataset directory, or hf:NAME.")]
+TextCol = Annotated[str, typer.Option(help="Column holding the text (files and HF datasets).")]
+LabelCol = Annotated[str, typer.Option(help="Column holding the label (files and HF datasets).")]
+SplitCol = Annotated[str | None, typer.Option(help="Column assigning rows to train/validation/test; "
+                                              "without it a seeded stratified 80/10/10 split is made.")]
+
+
+def _ints(value: str, option: str) -> list[int]:
+    try:
+        items = [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise SlimformerError(f"{option} takes comma-separated integers, got '{value}'") from None
+    if not items or any(i < 1 for i in items):
+        raise SlimformerError(f"{option} takes positive integers, got '{value}'")
+    return items
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """List the packaged datasets."""
+    from rich.table import Table
+
+    from .data.registry import PACKAGED
+
+    table = Table("name", "description", "from package", "license")
+    for d in PACKAGED.values():
+        table.add_row(d.name, d.description, d.asset.requirement, d.license)
+    out.print(table)
+
+
+@data_app.command("show")
+def data_show(
+    name: Annotated[str, typer.Argument(help="Dataset name or path (as for --data).")],
+    text_column: TextCol = "text", label_column: LabelCol = "label", split_column: SplitCol = None,
+    tokenizer: Annotated[str, typer.Option(help="Tokenizer for token-length percentiles: a base encoder "
+                                           "name or a model directory.")] = "minilm-l6",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Sizes, label counts per split and text lengths in tokens (p50/p90/p95/p99/max)."""
+    from rich.table import Table
+
+    from .data import describe, load_dataset
+    from .models import load_tokenizer, resolve
+
+    dataset = load_dataset(name, text_column, label_column, split_column)
+    tok = load_tokenizer(resolve(tokenizer))
+    info = describe(dataset, lambda texts: [len(ids) for ids in tok(texts)["input_ids"]])
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    out.print(f"[bold]{info['name']}[/] · {len(dataset.labels)} labels · fingerprint {info['fingerprint']}")
+    counts = Table("label", *info["label_counts"], title="rows per split")
+    for label in dataset.labels:
+        counts.add_row(label, *(str(info["label_counts"][s][label]) for s in info["label_counts"]))
+    counts.add_row("[bold]total", *(f"[bold]{n}" for n in info["sizes"].values()))
+    out.print(counts)
+    out.print("tokens per text (" + tokenizer + "): " + ", ".join(f"{k} {v}" for k, v in info["tokens"].items()))
+
+
+@app.command()
+def train(
+    data: DataOpt,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Where to write the fine-tuned checkpoint.")],
+    base: Annotated[str, typer.Option(help="Base encoder: a packaged name (minilm-l6), a local HF model "
+                                      "directory, or a hub id when online.")] = "minilm-l6",
+    epochs: Annotated[int, typer.Option(min=1)] = 4,
+    lr: Annotated[float, typer.Option(min=0.0)] = 1e-4,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    max_length: Annotated[int, typer.Option(min=8, help="Truncate texts to this many tokens.")] = 64,
+    seed: int = 42,
+    max_train_samples: Annotated[int | None, typer.Option(min=1, help="Train on the first N training texts "
+                                                          "only (quick trials).")] = None,
+    text_column: TextCol = "text", label_column: LabelCol = "label", split_column: SplitCol = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing, different model at --out.")] = False,
+) -> None:
+    """Fine-tune a sequence classifier (AdamW, linear warm-up, best epoch on validation kept).
+
+    An existing model at --out made from the same base, data and settings is reused, not retrained.
+    """
+    from .data import load_dataset
+    from .models import TrainConfig, train_classifier
+
+    dataset = load_dataset(data, text_column, label_column, split_column, seed)
+    config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
+                         max_train_samples=max_train_samples)
+    manifest = train_classifier(base, dataset, out_dir, config, overwrite=overwrite)
+    m = manifest["metrics"]
+    verb = "reused" if manifest.get("reused") else f"trained in {manifest['train_seconds']:.0f} s"
+    out.print(f"{out_dir}: {verb}; best epoch {manifest['best_epoch']}; validation accuracy "
+              f"{100 * m['validation']['accuracy']:.2f}%; test accuracy {100 * m['test']['accuracy']:.2f}% "
+              f"(macro-F1 {m['test']['macro_f1']:.4f}, {m['test']['n']} texts)")
+
+
+@app.command()
+def bench(
+    model: Annotated[list[str], typer.Option("--model", "-m", help="Model directory; repeat to compare several "
+                                             "(the first is the reference for label agreement).")],
+    data: DataOpt,
+    runtime: Annotated[str, typer.Option(help="Runtime to run the model on.")] = "torch",
+    threads: Annotated[str, typer.Option(help="Thread count(s), comma-separated: each is its own variant.")] = "1",
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Directory for results.json and "
+                                                 "results.md.")] = None,
+    split: Annotated[str, typer.Option(help="Split to measure on.")] = "test",
+    latency_samples: Annotated[int, typer.Option(min=0, help="Texts timed at batch 1 (0: the whole split).")] = 300,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed calls before timing.")] = 20,
+    batch_sizes: Annotated[str, typer.Option(help="Batch sizes for offline throughput.")] = "1,8,32",
+    throughput_samples: Annotated[int, typer.Option(min=1, help="Texts per throughput run.")] = 256,
+    cold_start_runs: Annotated[int, typer.Option(min=0, help="Fresh processes timed for cold start "
+                                                 "(median; 0 skips).")] = 3,
+    text_column: TextCol = "text", label_column: LabelCol = "label", split_column: SplitCol = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+) -> None:
+    """Benchmark models on a dataset: accuracy, macro-F1, latency percentiles, throughput, size, memory,
+    cold start. Each variant runs in a fresh process so that thread pools never bleed between variants."""
+    from .bench.runner import BenchSettings, DataSpec, Variant, run_benchmark
+    from .bench.table import to_markdown, to_rich
+    from .cache import write_text
+
+    variants = [Variant(str(Path(m).expanduser()), runtime, t) for m in model for t in _ints(threads, "--threads")]
+    if len({Path(m).name for m in model}) < len(model):
+        variants = [Variant(v.model, v.runtime, v.threads, name=f"{v.model}-t{v.threads}") for v in variants]
+    settings = BenchSettings(split=split, warmup=warmup, latency_samples=latency_samples or None,
+                             batch_sizes=tuple(_ints(batch_sizes, "--batch-sizes")),
+                             throughput_samples=throughput_samples, cold_start_runs=cold_start_runs)
+    results = run_benchmark(variants, DataSpec(data, text_column, label_column, split_column), settings, out_dir)
+    if out_dir:
+        write_text(out_dir / "results.md", to_markdown(results))
+    if as_json:
+        print(json.dumps(results, indent=2))
+    else:
+        out.print(to_rich(results))
+        if out_dir:
+            out.print(f"results: {out_dir / 'results.json'} (schema: docs/results-schema.md), {out_dir / 'results.md'}")
+
+
+def main() -> None:
+    """Entry point: user mistakes print one line and exit 2; bugs keep their traceback."""
+    try:
+        app()
+    except SlimformerError as e:
+        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted")
+        raise SystemExit(130) from None

@@ -1,0 +1,53 @@
+import json
+
+import numpy as np
+import pytest
+
+from slimformer.bench.runner import BenchSettings, DataSpec, Variant, run_benchmark
+from slimformer.errors import LabelMismatchError
+
+SMALL = BenchSettings(warmup=2, latency_samples=12, batch_sizes=(1, 4), throughput_samples=8, cold_start_runs=2,
+                      settle_s=0)
+
+
+@pytest.fixture(scope="module")
+def results(tiny_bert, keyword_csv, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    variants = [Variant(str(tiny_bert), threads=1), Variant(str(tiny_bert), threads=2)]
+    return run_benchmark(variants, DataSpec(str(keyword_csv)), SMALL, out), out
+
+
+def test_results_have_every_measurement(results):
+    res, out = results
+    assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(res))
+    assert res["schema_version"] == 1 and res["dataset"]["split"] == "test" and res["dataset"]["n"] == 24
+    assert "AVX2" in res["machine"]["cpu"]["isa"] or res["machine"]["cpu"]["arch"] != "x86_64"
+    for v, threads in zip(res["variants"], (1, 2), strict=True):
+        assert v["threads"] == threads and v["machine"]["threads"] == threads
+        assert v["predictor"]["threads"] == threads
+        assert 0 <= v["accuracy"] <= 1 and v["n"] == 24
+        for kind in ("model", "end_to_end"):
+            lat = v["latency_ms"][kind]
+            assert lat["n"] == 12 and 0 < lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+        assert [t["batch_size"] for t in v["throughput"]] == [1, 4] and all(t["texts_per_s"] > 0
+                                                                            for t in v["throughput"])
+        assert v["size_mb"] > 0 and v["memory"]["peak_rss_mb"] >= v["memory"]["rss_before_load_mb"] > 0
+        cold = v["cold_start"]
+        assert len(cold["runs_s"]) == 2 and cold["median_s"] > cold["load_s"] + cold["first_answer_s"]
+        assert np.load(out / "logits" / f"{v['name']}.npy").shape == (24, 3)
+    assert res["variants"][0]["agreement"] is None
+    agree = res["variants"][1]["agreement"]  # same weights, other thread count: same answers
+    assert agree["reference"] == res["variants"][0]["name"]
+    assert agree["label_flip_rate"] == 0 and agree["max_abs_logit_diff"] < 1e-4
+
+
+def test_each_variant_runs_in_its_own_process(results):
+    res, _ = results
+    assert all(v["memory"]["rss_before_load_mb"] < v["memory"]["peak_rss_mb"] for v in res["variants"])
+    assert res["variants"][0]["load_s"] > 0 and res["variants"][1]["load_s"] > 0
+
+
+def test_a_model_is_never_scored_on_foreign_labels(sentiment_model, keyword_csv, tmp_path):
+    with pytest.raises(LabelMismatchError, match="does not know"):
+        run_benchmark([Variant(str(sentiment_model))], DataSpec(str(keyword_csv)), SMALL, tmp_path)
+    assert not (tmp_path / "results.json").exists()

