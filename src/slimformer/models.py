@@ -25,10 +25,12 @@ BASE_ENCODERS = {
 
 def quiet_transformers() -> None:
     """Silence transformers' load reports and per-file progress bars; slimformer shows its own progress."""
+    import huggingface_hub.utils
     import transformers
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()  # "Writing model shards" on save
 
 
 def resolve(source: str) -> str:

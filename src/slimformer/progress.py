@@ -27,7 +27,7 @@ def set_enabled(enabled: bool) -> None:
 @contextmanager
 def progress_bar(description: str, total: int | None) -> Iterator[Callable[..., None]]:
     """Yield `update(advance=1, description=None, **fields)`; the bar disappears when done."""
-    if not _enabled:
+    if not _enabled or not console.is_terminal:  # logs and CI get no half-drawn bars
         yield lambda *a, **k: None
         return
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
