@@ -37,6 +37,13 @@ def _ints(value: str, option: str) -> list[int]:
     return items
 
 
+def _options(items: list[str]) -> dict[str, str]:
+    pairs = [item.partition("=") for item in items]
+    if any(not sep or not key for key, sep, _ in pairs):
+        raise SlimformerError(f"--option takes KEY=VALUE, got '{next(i for i in items if '=' not in i)}'")
+    return {key: value for key, _, value in pairs}
+
+
 @data_app.command("list")
 def data_list() -> None:
     """List the packaged datasets."""
@@ -115,10 +122,15 @@ def train(
 
 @app.command()
 def bench(
-    model: Annotated[list[str], typer.Option("--model", "-m", help="Model directory; repeat to compare several "
-                                             "(the first is the reference for label agreement).")],
+    model: Annotated[list[str], typer.Option("--model", "--variant", "-m", help="Model or built variant directory; "
+                                             "repeat to compare several (the first is the reference for label "
+                                             "agreement).")],
     data: DataOpt,
-    runtime: Annotated[str, typer.Option(help="Runtime to run the model on.")] = "torch",
+    runtime: Annotated[str | None, typer.Option(help="torch, onnxruntime or openvino (default: the runtime the "
+                                                "artifact's format runs on).")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", help="Runtime option KEY=VALUE, e.g. "
+                                                     "precision=bf16 (openvino), graph_optimization_level=basic "
+                                                     "(onnxruntime), device=cuda.")] = None,
     threads: Annotated[str, typer.Option(help="Thread count(s), comma-separated: each is its own variant.")] = "1",
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Directory for results.json and "
                                                  "results.md.")] = None,
@@ -138,9 +150,12 @@ def bench(
     from .bench.table import to_markdown, to_rich
     from .cache import write_text
 
-    variants = [Variant(str(Path(m).expanduser()), runtime, t) for m in model for t in _ints(threads, "--threads")]
+    options = _options(option or [])
+    variants = [Variant(str(Path(m).expanduser()), runtime, t, options) for m in model
+                for t in _ints(threads, "--threads")]
     if len({Path(m).name for m in model}) < len(model):
-        variants = [Variant(v.model, v.runtime, v.threads, name=f"{v.model}-t{v.threads}") for v in variants]
+        variants = [Variant(v.model, v.runtime, v.threads, v.options, name=f"{v.model}-t{v.threads}")
+                    for v in variants]
     settings = BenchSettings(split=split, warmup=warmup, latency_samples=latency_samples or None,
                              batch_sizes=tuple(_ints(batch_sizes, "--batch-sizes")),
                              throughput_samples=throughput_samples, cold_start_runs=cold_start_runs)
@@ -153,6 +168,83 @@ def bench(
         out.print(to_rich(results))
         if out_dir:
             out.print(f"results: {out_dir / 'results.json'} (schema: docs/results-schema.md), {out_dir / 'results.md'}")
+
+
+@app.command()
+def build(
+    model: Annotated[str, typer.Option("--model", "-m", help="Hugging Face classifier directory (or a built "
+                                       "artifact to continue from).")],
+    recipe: Annotated[str, typer.Option("--recipe", "-r", help="Comma-separated techniques, each with optional "
+                                        ":key=value options, e.g. onnx,ort-optimize,int8-static:method=entropy. "
+                                        "See `slimformer techniques`.")],
+    calib_data: Annotated[str, typer.Option("--calib-data", help="Dataset whose train split calibrates static "
+                                            "INT8 and whose validation split checks every step (as for --data).")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for the built artifact.")],
+    calibration_size: Annotated[int, typer.Option(min=1, help="Training texts used for calibration.")] = 256,
+    text_column: TextCol = "text", label_column: LabelCol = "label", split_column: SplitCol = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+) -> None:
+    """Build a variant: apply techniques in order. Each step is cached by content hash, checked against its
+    input on real validation texts, and recorded (with what it did) in the artifact's manifest.json."""
+    from rich.table import Table
+
+    from .data import check_label_space, load_dataset
+    from .techniques import build as build_artifact
+    from .techniques import context_from_dataset, open_artifact, parse_recipe
+
+    steps = parse_recipe(recipe)
+    dataset = load_dataset(calib_data, text_column, label_column, split_column)
+    check_label_space(dataset.labels, open_artifact(model).labels, model)
+    artifact = build_artifact(model, steps, out_dir, context_from_dataset(dataset, calibration_size), overwrite)
+    table = Table("step", "did", "check vs input", "s", title=f"built {out_dir} ({artifact.format})")
+    for step in artifact.manifest["steps"]:
+        check = step.get("check") or {}
+        table.add_row(step["technique"], json.dumps(step["stats"])[:90],
+                      f"flips {100 * check.get('label_flip_rate', 0):.1f}%, max Δlogit "
+                      f"{check.get('max_abs_logit_diff', 0):.2g}" if check else "-", str(step["seconds"]))
+    out.print(table)
+
+
+@app.command()
+def techniques() -> None:
+    """List the techniques, the model formats they take, and their options."""
+    import dataclasses
+
+    from rich.table import Table
+
+    from .techniques import TECHNIQUES
+
+    table = Table("technique", "takes", "makes", "options (defaults)")
+    for name, cls in TECHNIQUES.items():
+        opts = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls))
+        table.add_row(name, "/".join(cls.inputs), cls.output or "same", opts or "-")
+    out.print(table)
+
+
+@app.command()
+def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """This machine's fingerprint, what it implies, and the variants worth building here."""
+    from rich.table import Table
+
+    from . import hardware, recipes
+
+    info = hardware.fingerprint()
+    if as_json:
+        print(json.dumps({"machine": info, "advice": recipes.advice(info["cpu"], info["gpu"]),
+                          "candidates": [vars(c) for c in recipes.candidates(info["cpu"], info["gpu"])]}, indent=2))
+        return
+    cpu = info["cpu"]
+    out.print(f"[bold]{cpu['model']}[/] · {cpu['arch']} · {cpu['cores']} cores · {info['os']} · "
+              f"GPU: {info['gpu'] or 'none'}")
+    out.print("ISA: " + (" ".join(cpu["isa"]) or "none of AVX2/AVX-512/VNNI/BF16/AMX"))
+    out.print("libraries: " + ", ".join(f"{k} {v}" for k, v in info["libraries"].items()))
+    for line in recipes.advice(cpu, info["gpu"]):
+        out.print(f"• {line}")
+    table = Table("variant", "recipe", "runtime", "why", title="variants worth building here")
+    for c in recipes.candidates(cpu, info["gpu"]):
+        table.add_row(c.name, c.recipe or "(as is)", c.runtime + "".join(f" {k}={v}" for k, v in c.options.items()),
+                      c.why)
+    out.print(table)
 
 
 def main() -> None:

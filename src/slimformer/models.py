@@ -76,15 +76,22 @@ def load_tokenizer(source: str):
         raise ModelError(f"cannot load a tokenizer from {source}: {str(e).splitlines()[0]}") from None
 
 
-def load_classifier(source: str, trust_remote_code: bool = False):
-    """(model, tokenizer, labels) for a sequence-classification checkpoint, in eval mode."""
+def load_classifier(source: str, trust_remote_code: bool = False, **kwargs):
+    """(model, tokenizer, labels) for a sequence-classification checkpoint, in eval mode.
+
+    `kwargs` go to `from_pretrained` (e.g. attn_implementation="eager" for ONNX export)."""
     from transformers import AutoModelForSequenceClassification
 
     quiet_transformers()
     path = resolve(source)
     labels = classifier_labels(path) if Path(path).is_dir() else None
+    extra = dict(kwargs)
+    if Path(path).is_dir() and "quantization_config" in read_config(path):  # bitsandbytes (nf4) checkpoint
+        import torch
+
+        extra["device_map"] = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code, **extra)
     except Exception as e:
         raise ModelError(f"cannot load {source} as a classifier: {str(e).splitlines()[0]}") from None
     labels = labels or [model.config.id2label[i] for i in range(model.config.num_labels)]

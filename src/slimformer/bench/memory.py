@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
-import resource
 import sys
 
 
-def rss_mb() -> float:
+def _status_mb(field: str) -> float:
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
     return float("nan")
 
 
+def rss_mb() -> float:
+    return _status_mb("VmRSS")
+
+
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process since it started (ru_maxrss is in KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident set size of this process (VmHWM).
+
+    Not getrusage's ru_maxrss: that survives fork+exec, so a worker would report its parent's peak.
+    """
+    return _status_mb("VmHWM")
 
 
 def peak_vram_mb() -> float | None:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,13 +32,19 @@ class Variant:
     """A model artifact on a runtime with a fixed thread count."""
 
     model: str
-    runtime: str = "torch"
+    runtime: str | None = None  # None: the runtime the artifact's format runs on
     threads: int = 1
     options: dict = field(default_factory=dict)
     name: str = ""
 
+    def resolved(self) -> Variant:
+        from ..runtimes import default_runtime
+
+        return self if self.runtime else replace(self, runtime=default_runtime(self.model))
+
     def label(self) -> str:
-        return self.name or f"{Path(self.model).name}-{self.runtime}-t{self.threads}"
+        opts = "".join(f"-{v}" for v in self.options.values())
+        return self.name or f"{Path(self.model).name}-{self.runtime}{opts}-t{self.threads}"
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,7 @@ def run_benchmark(variants: list[Variant], data: DataSpec, settings: BenchSettin
     """
     if not variants:
         raise SlimformerError("nothing to benchmark: give at least one model")
+    variants = [v.resolved() for v in variants]
     dataset = load_dataset(data.source, data.text_column, data.label_column, data.split_column, data.seed)
     split = dataset[settings.split]
     if len(split) == 0:

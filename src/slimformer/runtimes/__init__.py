@@ -5,13 +5,14 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from ..cache import read_manifest
 from ..errors import SlimformerError
 from .base import Predictor
 
 # name -> "module:class"; imported on first use so that `torch` users never import onnxruntime
 RUNTIMES = {
     "torch": "slimformer.runtimes.torch:TorchPredictor",
+    "onnxruntime": "slimformer.runtimes.onnxruntime:OrtPredictor",
+    "openvino": "slimformer.runtimes.openvino:OpenVinoPredictor",
 }
 
 
@@ -22,17 +23,22 @@ def predictor_class(runtime: str) -> type[Predictor]:
     return getattr(importlib.import_module(module), name)
 
 
-def load_predictor(path: str | Path, runtime: str = "torch", threads: int | None = 1, **options) -> Predictor:
-    """Load the artifact at `path` into `runtime` with its thread count fixed."""
-    return predictor_class(runtime).load(str(path), threads=threads, **options)
+def default_runtime(path: str | Path) -> str:
+    from ..techniques import DEFAULT_RUNTIME, open_artifact
+
+    return DEFAULT_RUNTIME[open_artifact(path).format]
+
+
+def load_predictor(path: str | Path, runtime: str | None = None, threads: int | None = 1, **options) -> Predictor:
+    """Load the artifact at `path` into `runtime` (default: the one its format runs on), threads fixed."""
+    return predictor_class(runtime or default_runtime(path)).load(str(path), threads=threads, **options)
 
 
 def artifact_labels(path: str | Path) -> list[str]:
     """Label names of an artifact: its manifest's, else a Hugging Face classifier config's."""
-    from ..models import classifier_labels, resolve
+    from ..techniques import open_artifact
 
-    resolved = resolve(str(path))
-    return read_manifest(Path(resolved)).get("labels") or classifier_labels(resolved)
+    return open_artifact(path).labels
 
 
-__all__ = ["artifact_labels", "RUNTIMES", "Predictor", "load_predictor", "predictor_class"]
+__all__ = ["artifact_labels", "default_runtime", "RUNTIMES", "Predictor", "load_predictor", "predictor_class"]

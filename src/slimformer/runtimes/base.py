@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..data import Split
+from ..errors import ModelError
 from ..metrics import classification_metrics
 
 DEFAULT_MAX_LENGTH = 128
@@ -57,3 +58,15 @@ class Predictor(ABC):
     def evaluate(self, split: Split, batch_size: int = 64) -> dict[str, float]:
         """Accuracy and macro-F1 on a split whose label indices are this model's."""
         return classification_metrics(split.labels, self.logits(split.texts, batch_size).argmax(-1))
+
+
+def artifact_for(path: str, formats: tuple[str, ...], runtime: str):
+    """Open an artifact and make sure `runtime` can run its format."""
+    from ..techniques import open_artifact
+
+    artifact = open_artifact(path)
+    if artifact.format not in formats:
+        hint = " (build one with --recipe onnx,...)" if "onnx" in formats else ""
+        raise ModelError(f"the {runtime} runtime runs {' or '.join(formats)} models; {path} is "
+                         f"{artifact.format}{hint}")
+    return artifact

@@ -1,0 +1,150 @@
+"""Every technique/runtime variant against PyTorch FP32 eager, measured in one run; writes JSON.
+
+    .venv/bin/python benchmarks/techniques.py [--threads 1,2] [--out benchmarks/results/techniques.json]
+
+Part 1: the default teacher (MiniLM-L6 fine-tuned on TREC-6) on real TREC-6 test texts, batch 1.
+Part 2: a DistilBERT-base-shaped classifier (random weights, so accuracy is meaningless and not
+judged) on inputs of exactly 128 tokens, made by joining real TREC-6 test questions.
+Ratios compare end-to-end p50 latency with PyTorch FP32 at the same thread count, in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import tempfile
+from pathlib import Path
+
+from slimformer import hardware, recipes
+from slimformer.bench.runner import BenchSettings, DataSpec, Variant, run_benchmark
+from slimformer.cache import cache_dir, write_json
+from slimformer.data import load_dataset
+from slimformer.models import TrainConfig, load_tokenizer, resolve, train_classifier
+from slimformer.techniques import build, context_from_dataset, parse_recipe
+
+TEACHER = cache_dir() / "teachers" / "minilm-l6-trec6"
+
+
+def teacher() -> Path:
+    train_classifier("minilm-l6", load_dataset("trec6"), TEACHER, TrainConfig())  # reused when present
+    return TEACHER
+
+
+def distilbert_base(labels: list[str]) -> Path:
+    """DistilBERT-base shape (6 layers, dim 768, 12 heads), random weights, the uncased WordPiece vocab."""
+    import torch
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    out = cache_dir() / "bench-models" / "distilbert-base-random"
+    if (out / "config.json").is_file():
+        return out
+    torch.manual_seed(0)
+    config = DistilBertConfig(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                              label2id={lab: i for i, lab in enumerate(labels)})
+    DistilBertForSequenceClassification(config).save_pretrained(out)
+    load_tokenizer(resolve("minilm-l6")).save_pretrained(out)
+    return out
+
+
+def long_texts_csv(path: Path, tokens: int = 128) -> Path:
+    """Real TREC-6 questions joined until each text has at least `tokens` tokens (truncated to exactly 128)."""
+    ds = load_dataset("trec6")
+    tok = load_tokenizer(resolve("minilm-l6"))
+    rows = []
+    for split in ("train", "validation", "test"):
+        s = ds[split]
+        for i in range(0, min(len(s), 400 if split == "train" else 200)):
+            parts, j = [], i
+            while len(tok(" ".join(parts))["input_ids"]) < tokens:
+                parts.append(s.texts[j % len(s)])
+                j += 7
+            rows.append({"text": " ".join(parts), "label": ds.labels[s.labels[i]], "split": split})
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["text", "label", "split"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def run_part(model: Path, data: DataSpec, candidates, threads: list[int], settings: BenchSettings, out: Path) -> dict:
+    dataset = load_dataset(data.source, split_column=data.split_column)
+    context = context_from_dataset(dataset)
+    variants = []
+    for c in candidates:
+        artifact = build(model, parse_recipe(c.recipe), context=context) if c.recipe else None
+        path = str(artifact.path if artifact else model)
+        variants += [Variant(path, c.runtime, t, c.options, name=f"{c.name}-t{t}") for t in threads]
+    # baseline first: label agreement is measured against PyTorch FP32 at the first thread count
+    return run_benchmark(variants, data, settings, out)
+
+
+def ratios(results: dict, threads: list[int], judge_accuracy: bool) -> dict:
+    by_name = {v["name"]: v for v in results["variants"]}
+    table = {}
+    for t in threads:
+        base = by_name[f"torch-fp32-t{t}"]
+        rows = []
+        for v in results["variants"]:
+            if v["threads"] != t:
+                continue
+            rows.append({
+                "variant": v["name"].rsplit("-t", 1)[0],
+                "e2e_p50_ms": v["latency_ms"]["end_to_end"]["p50"],
+                "model_p50_ms": v["latency_ms"]["model"]["p50"],
+                "speedup_e2e_p50": round(base["latency_ms"]["end_to_end"]["p50"] / v["latency_ms"]["end_to_end"]["p50"],
+                                         2),
+                "accuracy": round(100 * v["accuracy"], 2),
+                "accuracy_drop_points": round(100 * (base["accuracy"] - v["accuracy"]), 2),
+                "label_flip_rate_vs_fp32": (v["agreement"] or {}).get("label_flip_rate", 0.0),
+                "size_mb": v["size_mb"],
+                "peak_rss_mb": v["memory"]["peak_rss_mb"],
+                "texts_per_s_bs32": v["throughput"][-1]["texts_per_s"],
+            })
+        eligible = [r for r in rows if not judge_accuracy or r["accuracy_drop_points"] <= 1.0]
+        best = max(eligible, key=lambda r: r["speedup_e2e_p50"])
+        table[str(t)] = {"rows": rows, "best_within_1pt": best}
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/techniques.json"))
+    parser.add_argument("--latency-samples", type=int, default=200)
+    args = parser.parse_args()
+    threads = [int(t) for t in args.threads.split(",")]
+    settings = BenchSettings(latency_samples=args.latency_samples, warmup=20, throughput_samples=128,
+                             cold_start_runs=1)
+    info = hardware.fingerprint()
+    cands = recipes.candidates(info["cpu"], info["gpu"], include_slow=True)
+    report = {"machine": info, "threads": threads, "settings": vars(settings) | {"batch_sizes": [1, 8, 32]}}
+    work = Path(tempfile.mkdtemp(prefix="slimformer-bench-"))
+
+    teacher_results = run_part(teacher(), DataSpec("trec6"), cands, threads, settings, work / "teacher")
+    report["teacher"] = {"model": "minilm-l6 fine-tuned on trec6", "data": "trec6 test, real texts, batch 1",
+                         "by_threads": ratios(teacher_results, threads, judge_accuracy=True)}
+    report["onnx_fp32_max_abs_logit_diff_vs_pytorch"] = next(
+        s["check"]["max_abs_logit_diff"] for v in teacher_results["variants"] if v["name"].startswith("ort-fp32")
+        for s in json.loads((Path(v["model"]) / "manifest.json").read_text())["steps"] if s["technique"] == "onnx")
+
+    long_csv = long_texts_csv(work / "trec6-128.csv")
+    ds = load_dataset(str(long_csv), split_column="split")
+    distil = distilbert_base(ds.labels)
+    seq_cands = [c for c in cands if c.name not in ("torch-nf4", "ort-fp16")]
+    distil_results = run_part(distil, DataSpec(str(long_csv), split_column="split"), seq_cands, threads, settings,
+                              work / "distilbert")
+    report["distilbert_seq128"] = {"model": "DistilBERT-base shape, random weights (accuracy not judged)",
+                                   "data": "real TREC-6 questions joined to 128 tokens, batch 1",
+                                   "by_threads": ratios(distil_results, threads, judge_accuracy=False)}
+    report["raw_results_dir"] = str(work)
+    write_json(args.out, report)
+    for part in ("teacher", "distilbert_seq128"):
+        for t, block in report[part]["by_threads"].items():
+            print(f"{part} t{t}: best {block['best_within_1pt']['variant']} "
+                  f"{block['best_within_1pt']['speedup_e2e_p50']}x")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""`onnx`: export a Hugging Face classifier with torch.onnx.export (TorchScript exporter, one file).
+
+The TorchScript exporter (dynamo=False) is used because its graph gets ORT's full transformer fusion
+(Attention included); the dynamo export does not (FINDINGS.md). The build checks the exported logits
+against PyTorch on real texts and refuses an export beyond `tolerance`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from .base import Artifact, BuildContext, BuildError, TechniqueConfig, register
+
+INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass(frozen=True)
+class OnnxExportConfig(TechniqueConfig):
+    changes_weights = False
+    name = "onnx"
+    inputs = ("hf",)
+    output = "onnx"
+    opset: int = 17
+    tolerance: float = 1e-4  # max abs logit difference to PyTorch on the check texts
+
+
+@register(OnnxExportConfig)
+def export_onnx(config: OnnxExportConfig, source: Artifact, out: Path, context: BuildContext) -> dict:
+    import torch
+
+    from ..models import load_classifier
+
+    if source.steps_changing_weights():
+        raise BuildError(f"onnx: export a float model; {source.path} was made by "
+                         f"{', '.join(source.steps_changing_weights())}")
+    # eager attention: the SDPA graph hides the attention pattern from ORT's Attention fusion
+    model, tokenizer, _ = load_classifier(str(source.path), attn_implementation="eager")
+    model = model.float().eval()
+    accepted = set(inspect.signature(model.forward).parameters)
+    names = [n for n in INPUT_ORDER if n in tokenizer.model_input_names and n in accepted]
+    sample = tokenizer(["a short example text", "and a second, somewhat longer example text"], padding=True,
+                       return_tensors="pt")
+
+    class Logits(torch.nn.Module):  # positional inputs in a fixed order, logits out
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args):
+            return self.model(**dict(zip(names, args, strict=True))).logits
+
+    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
+    try:
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TracerWarnings about Python control flow on shapes
+            torch.onnx.export(Logits(), tuple(sample[n] for n in names), str(out / "model.onnx"), input_names=names,
+                              output_names=["logits"], dynamic_axes=axes, opset_version=config.opset, dynamo=False)
+    except Exception as e:
+        arch = ", ".join(model.config.architectures or [type(model).__name__])
+        raise BuildError(f"onnx: the exporter cannot handle {arch}: {str(e).strip().splitlines()[0]}") from None
+    return {"opset": config.opset, "inputs": names}
+
+
+def check_export(config: OnnxExportConfig, check: dict) -> None:
+    """Called by the build with the agreement between PyTorch and the exported model."""
+    if check["max_abs_logit_diff"] > config.tolerance:
+        raise BuildError(f"onnx: exported logits differ from PyTorch by {check['max_abs_logit_diff']:.2e}, above "
+                         f"the tolerance {config.tolerance:.0e} (labels flipped on "
+                         f"{100 * check['label_flip_rate']:.1f}% of {check['n']} texts)")
