@@ -107,12 +107,37 @@ def ratios(results: dict, threads: list[int], judge_accuracy: bool) -> dict:
     return table
 
 
+def render(report: dict) -> str:
+    """Markdown tables of a report (what the README quotes)."""
+    cpu = report["machine"]["cpu"]
+    lines = [f"Machine: {cpu['model']}, {cpu['cores']} cores, ISA {' '.join(cpu['isa'])}; "
+             + ", ".join(f"{k} {v}" for k, v in report["machine"]["libraries"].items()
+                         if k in ("torch", "onnxruntime", "openvino", "bitsandbytes")), ""]
+    for part in ("teacher", "distilbert_seq128"):
+        block = report[part]
+        lines += [f"**{block['model']}** — {block['data']}", "",
+                  "| variant | threads | e2e p50 ms | model p50 ms | speed-up (e2e p50) | acc % | Δacc pts | "
+                  "label flips | size MB | peak RSS MB | texts/s @32 |", "|" + "---|" * 11]
+        for t, b in block["by_threads"].items():
+            for r in b["rows"]:
+                lines.append(f"| {r['variant']} | {t} | {r['e2e_p50_ms']:.2f} | {r['model_p50_ms']:.2f} | "
+                             f"{r['speedup_e2e_p50']:.2f}× | {r['accuracy']:.2f} | {r['accuracy_drop_points']:.2f} | "
+                             f"{100 * r['label_flip_rate_vs_fp32']:.1f}% | {r['size_mb']:.1f} | "
+                             f"{r['peak_rss_mb']:.0f} | {r['texts_per_s_bs32']:.0f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/techniques.json"))
     parser.add_argument("--latency-samples", type=int, default=200)
+    parser.add_argument("--render", action="store_true", help="only render --out's JSON as markdown")
     args = parser.parse_args()
+    if args.render:
+        args.out.with_suffix(".md").write_text(render(json.loads(args.out.read_text())))
+        return
     threads = [int(t) for t in args.threads.split(",")]
     settings = BenchSettings(latency_samples=args.latency_samples, warmup=20, throughput_samples=128,
                              cold_start_runs=1)
@@ -139,6 +164,7 @@ def main() -> None:
                                    "by_threads": ratios(distil_results, threads, judge_accuracy=False)}
     report["raw_results_dir"] = str(work)
     write_json(args.out, report)
+    args.out.with_suffix(".md").write_text(render(report))
     for part in ("teacher", "distilbert_seq128"):
         for t, block in report[part]["by_threads"].items():
             print(f"{part} t{t}: best {block['best_within_1pt']['variant']} "

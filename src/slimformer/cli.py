@@ -144,8 +144,10 @@ def bench(
     text_column: TextCol = "text", label_column: LabelCol = "label", split_column: SplitCol = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
 ) -> None:
-    """Benchmark models on a dataset: accuracy, macro-F1, latency percentiles, throughput, size, memory,
-    cold start. Each variant runs in a fresh process so that thread pools never bleed between variants."""
+    """Benchmark models on a dataset: accuracy, macro-F1, latency percentiles, throughput, size, memory, cold start.
+
+    Each variant runs in a fresh process with its threads fixed, so thread pools never bleed between variants.
+    """
     from .bench.runner import BenchSettings, DataSpec, Variant, run_benchmark
     from .bench.table import to_markdown, to_rich
     from .cache import write_text
