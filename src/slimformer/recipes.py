@@ -65,7 +65,10 @@ def candidates(cpu: dict | None = None, gpu: str | None = None, include_slow: bo
                   "static INT8 QDQ, uint8 activations calibrated on the training split"),
         Candidate("ov-fp32", "onnx", "openvino", "OpenVINO with FP32 requested explicitly", {"precision": "f32"}),
         Candidate("ov-int8-static", "onnx,int8-static:activation_type=int8", "openvino",
-                  "static INT8 QDQ with int8 activations on OpenVINO", {"precision": "f32"}),
+                  "static INT8 QDQ (ORT-made, int8 activations) run by OpenVINO", {"precision": "f32"}),
+        Candidate("ov-int8", "onnx,ov-int8", "openvino",
+                  "OpenVINO's own INT8 (NNCF, transformer preset) calibrated on the training split",
+                  {"precision": "f32"}),
         Candidate("torch-int8-dynamic", "torch-int8-dynamic", "torch", "PyTorch dynamic INT8 on nn.Linear"),
     ]
     if _has(isa, "AVX512-BF16", "AMX-BF16"):

@@ -58,3 +58,19 @@ def test_calibration_set_too_small_or_missing(tiny_bert, context):
 def test_quantizer_failure_names_the_step(tiny_bert, context):
     with pytest.raises(BuildError, match="int8-static: method must be one of minmax, entropy, percentile"):
         build(tiny_bert, parse_recipe("onnx,int8-static:method=kl"), context=context)
+
+
+def test_openvino_int8_writes_ir_calibrated_on_real_texts(tiny_distilbert, context, texts):
+    pytest.importorskip("nncf")
+    artifact = build(tiny_distilbert, parse_recipe("onnx,ov-int8:calibration_size=32"), context=context)
+    assert artifact.format == "openvino" and (artifact.path / "model.xml").is_file()
+    stats = artifact.manifest["steps"][-1]["stats"]
+    assert stats["calibration_texts"] == 32 and stats["fake_quantize_nodes"] >= 4
+    predictor = load_predictor(artifact.path)  # openvino is the default runtime for IR
+    assert predictor.runtime == "openvino" and predictor.logits(texts).shape == (len(texts), 3)
+    assert {p.name for p in predictor.model_files()} == {"model.xml", "model.bin"}
+    with pytest.raises(ModelError, match="onnxruntime runtime runs onnx models"):
+        load_predictor(artifact.path, "onnxruntime")
+    with pytest.raises(BuildError, match="ov-int8: calibration set has 3 texts"):
+        build(tiny_distilbert, parse_recipe("onnx,ov-int8"), context=BuildContext(
+            calibration_texts=context.calibration_texts[:3], check_texts=context.check_texts))

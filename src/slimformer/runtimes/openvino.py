@@ -1,5 +1,7 @@
-"""OpenVINO: reads the ONNX artifact directly. FP32 means FP32 (explicit precision hint): OpenVINO
-otherwise picks bf16 on CPUs that have it, which is a different variant (`precision=bf16`)."""
+"""OpenVINO: reads ONNX artifacts directly, and the IR that `ov-int8` writes.
+
+FP32 means FP32 (explicit precision hint): OpenVINO otherwise picks bf16 on CPUs that have it, which is a
+different variant (`precision=bf16`)."""
 
 from __future__ import annotations
 
@@ -24,12 +26,12 @@ class OpenVinoPredictor(Predictor):
 
         if precision not in PRECISIONS:
             raise SlimformerError(f"openvino precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
-        artifact = artifact_for(path, ("onnx",), cls.runtime)
+        artifact = artifact_for(path, ("onnx", "openvino"), cls.runtime)
         if any(step["technique"] == "ort-optimize" and step["stats"].get("fusion")
                for step in artifact.manifest.get("steps", [])):
             raise ModelError(f"openvino cannot run {path}: ort-optimize fused it into ONNX Runtime-only operators "
                              "(com.microsoft domain); build the openvino variant without ort-optimize")
-        model_path = artifact.path / "model.onnx"
+        model_path = artifact.path / ("model.xml" if artifact.format == "openvino" else "model.onnx")
         config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": hint.upper(), "NUM_STREAMS": "1"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = str(threads)
@@ -50,7 +52,8 @@ class OpenVinoPredictor(Predictor):
         return np.array(self.request.infer(feed)[0], dtype=np.float32)
 
     def model_files(self) -> list[Path]:
-        return [p for p in self.path.parent.iterdir() if p.name.startswith("model.onnx")]
+        names = ("model.xml", "model.bin") if self.path.suffix == ".xml" else ("model.onnx", "model.onnx.data")
+        return [self.path.parent / n for n in names if (self.path.parent / n).is_file()]
 
     def describe(self) -> dict[str, Any]:
         return super().describe() | {"precision": self.precision,

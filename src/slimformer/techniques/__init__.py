@@ -19,7 +19,7 @@ from pathlib import Path
 from ..cache import atomic_dir, cache_dir, is_complete, write_json
 from ..errors import SlimformerError
 from ..metrics import agreement
-from . import onnx_export, ort_optimize, quantize_onnx, torch_precision  # noqa: F401  (registers handlers)
+from . import onnx_export, openvino_int8, ort_optimize, quantize_onnx, torch_precision  # noqa: F401  (registers)
 from .base import (
     HANDLERS,
     TECHNIQUES,
@@ -32,7 +32,7 @@ from .base import (
     step_key,
 )
 
-DEFAULT_RUNTIME = {"hf": "torch", "torch-int8": "torch", "onnx": "onnxruntime"}
+DEFAULT_RUNTIME = {"hf": "torch", "torch-int8": "torch", "onnx": "onnxruntime", "openvino": "openvino"}
 CHECK_TEXTS = 64
 
 
