@@ -23,3 +23,9 @@ class AssetError(SlimformerError):
 
 class OutputError(SlimformerError):
     """An output location that exists already or cannot be written."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty), for one-line errors."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

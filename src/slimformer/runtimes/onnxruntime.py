@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import ModelError, first_line
 from .base import Predictor, artifact_for
 
 LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
@@ -48,7 +48,7 @@ class OrtPredictor(Predictor):
         try:
             session = ort.InferenceSession(str(model), options, providers=providers)
         except Exception as e:  # InvalidProtobuf, InvalidGraph, NoSuchFile...: the file is the problem
-            raise ModelError(f"cannot load {model} in onnxruntime: {str(e).strip().splitlines()[0][:300]}") from None
+            raise ModelError(f"cannot load {model} in onnxruntime: {first_line(e)[:300]}") from None
         predictor = cls(artifact.tokenizer(), artifact.labels, artifact.max_length or 128, threads)
         predictor.session, predictor.path, predictor.level = session, model, level
         predictor.input_names = [i.name for i in session.get_inputs()]

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..cache import atomic_dir, cache_dir, is_complete, write_json
-from ..errors import SlimformerError
+from ..errors import SlimformerError, first_line
 from ..metrics import agreement
 from . import onnx_export, openvino_int8, ort_optimize, quantize_onnx, torch_precision  # noqa: F401  (registers)
 from .base import (
@@ -125,8 +125,7 @@ def apply_step(source: Artifact, config: TechniqueConfig, context: BuildContext)
         except SlimformerError:
             raise
         except Exception as e:  # a quantizer or converter failure: name the step and the cause
-            cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise BuildError(f"{config.name} failed: {cause}") from e
+            raise BuildError(f"{config.name} failed: {first_line(e)}") from e
         step = {**config.to_dict(), "changes_weights": config.changes_weights, "stats": stats,
                 "seconds": round(time.perf_counter() - started, 2)}
         manifest = {"source": source.manifest.get("source", str(source.path)), "labels": source.labels,

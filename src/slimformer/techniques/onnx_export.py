@@ -12,6 +12,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import first_line
 from .base import Artifact, BuildContext, BuildError, TechniqueConfig, register
 
 INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")
@@ -60,7 +61,7 @@ def export_onnx(config: OnnxExportConfig, source: Artifact, out: Path, context: 
                               output_names=["logits"], dynamic_axes=axes, opset_version=config.opset, dynamo=False)
     except Exception as e:
         arch = ", ".join(model.config.architectures or [type(model).__name__])
-        raise BuildError(f"onnx: the exporter cannot handle {arch}: {str(e).strip().splitlines()[0]}") from None
+        raise BuildError(f"onnx: the exporter cannot handle {arch}: {first_line(e)}") from None
     return {"opset": config.opset, "inputs": names}
 
 
