@@ -20,8 +20,9 @@ from slimformer import hardware, recipes
 from slimformer.bench.runner import BenchSettings, DataSpec, Variant, run_benchmark
 from slimformer.cache import cache_dir, write_json
 from slimformer.data import load_dataset
-from slimformer.models import TrainConfig, load_tokenizer, resolve, train_classifier
+from slimformer.models import load_tokenizer, resolve
 from slimformer.techniques import build, context_from_dataset, parse_recipe
+from slimformer.training import TrainConfig, train_classifier
 
 TEACHER = cache_dir() / "teachers" / "minilm-l6-trec6"
 

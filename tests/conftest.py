@@ -37,8 +37,9 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def make_tiny_classifier(out: Path, labels: list[str], arch: str = "bert", seed: int = 0, hidden: int = 32) -> Path:
-    """A randomly initialised 2-layer classifier with a word-level vocabulary, saved as an HF checkpoint."""
+def make_tiny_classifier(out: Path, labels: list[str], arch: str = "bert", seed: int = 0, hidden: int = 32,
+                          layers: int = 2) -> Path:
+    """A randomly initialised (default 2-layer) classifier with a word-level vocabulary, saved as an HF checkpoint."""
     import torch
     from transformers import (
         BertConfig,
@@ -56,11 +57,11 @@ def make_tiny_classifier(out: Path, labels: list[str], arch: str = "bert", seed:
     common = {"vocab_size": len(vocab), "num_labels": len(labels), "id2label": dict(enumerate(labels)),
               "label2id": {lab: i for i, lab in enumerate(labels)}, "max_position_embeddings": 128}
     if arch == "bert":
-        config = BertConfig(hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
+        config = BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
                             intermediate_size=2 * hidden, **common)
         model = BertForSequenceClassification(config)
     else:
-        config = DistilBertConfig(dim=hidden, n_layers=2, n_heads=2, hidden_dim=2 * hidden, **common)
+        config = DistilBertConfig(dim=hidden, n_layers=layers, n_heads=2, hidden_dim=2 * hidden, **common)
         model = DistilBertForSequenceClassification(config)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -5,8 +5,9 @@ from conftest import TOPICS
 
 from slimformer.data import load_dataset
 from slimformer.errors import ModelError, OutputError
-from slimformer.models import TrainConfig, classifier_labels, load_classifier, train_classifier
+from slimformer.models import classifier_labels, load_classifier
 from slimformer.runtimes import load_predictor
+from slimformer.training import TrainConfig, train_classifier
 
 
 def test_classifier_labels_and_loading(tiny_bert):

@@ -13,8 +13,8 @@ __version__ = "0.1.0"
 _API = {
     "load_dataset": "slimformer.data",
     "load_predictor": "slimformer.runtimes",
-    "train_classifier": "slimformer.models",
-    "TrainConfig": "slimformer.models",
+    "train_classifier": "slimformer.training",
+    "TrainConfig": "slimformer.training",
     "run_benchmark": "slimformer.bench.runner",
     "Variant": "slimformer.bench.runner",
     "DataSpec": "slimformer.bench.runner",

@@ -100,6 +100,8 @@ def train(
     max_train_samples: Annotated[int | None, typer.Option(min=1, help="Train on the first N training texts "
                                                           "only (quick trials).")] = None,
     text_column: TextCol = "text", label_column: LabelCol = "label", split_column: SplitCol = None,
+    precision: Annotated[str, typer.Option(help="Autocast in training: fp32, bf16 (CPUs with AVX512-BF16/AMX, "
+                                           "CUDA), fp16 (CUDA) or auto.")] = "fp32",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing, different model at --out.")] = False,
 ) -> None:
     """Fine-tune a sequence classifier (AdamW, linear warm-up, best epoch on validation kept).
@@ -107,17 +109,76 @@ def train(
     An existing model at --out made from the same base, data and settings is reused, not retrained.
     """
     from .data import load_dataset
-    from .models import TrainConfig, train_classifier
+    from .training import TrainConfig, train_classifier
 
     dataset = load_dataset(data, text_column, label_column, split_column, seed)
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
-                         max_train_samples=max_train_samples)
+                         max_train_samples=max_train_samples, precision=precision)
     manifest = train_classifier(base, dataset, out_dir, config, overwrite=overwrite)
     m = manifest["metrics"]
     verb = "reused" if manifest.get("reused") else f"trained in {manifest['train_seconds']:.0f} s"
     out.print(f"{out_dir}: {verb}; best epoch {manifest['best_epoch']}; validation accuracy "
               f"{100 * m['validation']['accuracy']:.2f}%; test accuracy {100 * m['test']['accuracy']:.2f}% "
               f"(macro-F1 {m['test']['macro_f1']:.4f}, {m['test']['n']} texts)")
+
+
+@app.command()
+def distill(
+    teacher: Annotated[str, typer.Option("--teacher", "-t", help="The fine-tuned classifier to distil.")],
+    data: DataOpt,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory: model/, study.db, trials.json, "
+                                          "best_params.json, curves.png, results.json. Run again to resume.")],
+    student_layers: Annotated[int | None, typer.Option(help="Layers of the student, initialised from every "
+                                                       "k-th teacher layer (default: half the teacher's).")] = None,
+    student: Annotated[str | None, typer.Option(help="Start the student from this HF checkpoint instead (same "
+                                                "tokenizer as the teacher, no more layers).")] = None,
+    trials: Annotated[int, typer.Option(help="Optuna trials over alpha, T, learning rate and epochs; the first "
+                                        "runs the values below. Bad trials are pruned on validation accuracy.")] = 1,
+    storage: Annotated[str | None, typer.Option(help="Optuna RDB URL shared by workers, e.g. postgresql://"
+                                                "host/db (default: SQLite in --out).")] = None,
+    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Weight of the hard-label loss (1: no "
+                                         "teacher, plain fine-tuning of the student).")] = 0.5,
+    temperature: Annotated[float, typer.Option(min=0.05, help="Softmax temperature of the soft targets.")] = 2.0,
+    lr: Annotated[float, typer.Option(min=0.0)] = 2e-4,
+    epochs: Annotated[int, typer.Option(min=1)] = 4,
+    max_epochs: Annotated[int, typer.Option(min=1, help="Most epochs a searched trial may train.")] = 6,
+    cosine_weight: Annotated[float, typer.Option(min=0.0, help="Weight of a [CLS] hidden-state cosine term "
+                                                 "(student and teacher hidden sizes must match).")] = 0.0,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    max_length: Annotated[int | None, typer.Option(min=8, help="Token limit (default: the teacher's).")] = None,
+    precision: Annotated[str, typer.Option(help="Autocast in training: auto (bf16 on CUDA or CPUs with "
+                                           "AVX512-BF16/AMX, else fp32), fp32, bf16, fp16 (CUDA).")] = "auto",
+    seed: int = 42,
+    bench: Annotated[bool, typer.Option(help="Benchmark teacher and student on the test split afterwards.")] = True,
+    text_column: TextCol = "text", label_column: LabelCol = "label", split_column: SplitCol = None,
+) -> None:
+    """Distil a teacher into a smaller student: alpha*CE + (1-alpha)*T^2*KL on the teacher's cached logits.
+
+    Example: slimformer distill --teacher runs/teacher --data trec6 --student-layers 3 --trials 8 --out runs/kd
+    """
+    from .bench.runner import DataSpec
+    from .distill import DistillConfig, SearchSpace, StudentSpec
+    from .distill import distill as run_distill
+    from .models import resolve
+    from .training import TrainConfig
+
+    if max_length is None:
+        from .cache import read_manifest
+
+        max_length = read_manifest(Path(resolve(teacher))).get("max_length") or 128
+    config = DistillConfig(alpha=alpha, temperature=temperature, cosine_weight=cosine_weight,
+                           train=TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
+                                             seed=seed, precision=precision))
+    space = SearchSpace(epochs=(min(2, max_epochs), max_epochs))
+    summary = run_distill(teacher, DataSpec(data, text_column, label_column, split_column), out_dir,
+                          StudentSpec(student_layers, student), trials, storage, config, space, bench)
+    t, s = summary["teacher_metrics"]["test"], summary["metrics"]["test"]
+    params = ", ".join(f"{k} {v:.3g}" for k, v in summary["params"].items())
+    out.print(f"best of {summary['trials']} trials: trial {summary['trial']} ({params})")
+    out.print(f"test accuracy: student {100 * s['accuracy']:.2f}% vs teacher {100 * t['accuracy']:.2f}% "
+              f"({100 * (s['accuracy'] - t['accuracy']):+.2f} points; macro-F1 {s['macro_f1']:.4f} vs "
+              f"{t['macro_f1']:.4f}, {s['n']} texts)")
+    out.print(f"student: {summary['model']} (an HF checkpoint: `slimformer build --model {summary['model']} ...`)")
 
 
 @app.command()

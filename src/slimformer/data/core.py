@@ -145,3 +145,10 @@ def check_label_space(data_labels: Sequence[str], model_labels: Sequence[str], m
 def label_counts(split: Split, labels: list[str]) -> dict[str, int]:
     counts = Counter(split.labels.tolist())
     return {labels[i]: counts.get(i, 0) for i in range(len(labels))}
+
+
+def in_label_space(dataset: Dataset, model_labels: Sequence[str], model_name: str) -> Dataset:
+    """`dataset` with its label indices re-mapped to a model's label list (refused if the model lacks one)."""
+    mapping = np.asarray(check_label_space(dataset.labels, model_labels, model_name), dtype=np.int64)
+    splits = {name: Split(s.texts, mapping[s.labels]) for name, s in dataset.splits.items()}
+    return Dataset(dataset.name, list(model_labels), splits, dataset.source)

@@ -1,0 +1,406 @@
+"""Knowledge distillation into a smaller student, with an Optuna search over alpha, T, learning rate and epochs.
+
+Loss: alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(softmax(teacher/T) || softmax(student/T)),
+plus optionally beta * (1 - cos) between the students' and teacher's last-layer [CLS] states. The teacher's
+outputs on the training texts are computed once and cached: on a CPU the teacher's forward pass is the
+expensive part. The study lives in an Optuna RDB storage (SQLite in the run directory by default) so an
+interrupted search resumes and workers on several machines can share one study.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import warnings
+from dataclasses import asdict, astuple, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from .cache import MANIFEST, cache_dir, is_complete, read_manifest, write_json
+from .data import Dataset, in_label_space
+from .errors import ModelError, OutputError, SlimformerError, first_line
+from .models import load_classifier, load_tokenizer, quiet_transformers, resolve
+from .progress import console, progress_bar
+from .training import TrainConfig, evaluate_splits, fit, save_classifier
+
+
+class DistillError(SlimformerError):
+    """A distillation request that cannot work (student/teacher mismatch, storage, trials)."""
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    alpha: float = 0.5  # weight of the hard-label cross-entropy; 1 - alpha goes to the teacher's soft targets
+    temperature: float = 2.0
+    cosine_weight: float = 0.0  # beta of the optional [CLS] hidden-state cosine term
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, lr=2e-4, precision="auto"))
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Ranges Optuna samples from; the first trial always runs the given DistillConfig."""
+
+    alpha: tuple[float, float] = (0.0, 0.9)
+    temperature: tuple[float, float] = (1.0, 8.0)
+    lr: tuple[float, float] = (5e-5, 5e-4)
+    epochs: tuple[int, int] = (2, 6)
+
+
+def distillation_loss(student_logits, teacher_logits, labels, alpha: float, temperature: float):
+    """alpha * CE + (1 - alpha) * T^2 * KL(teacher_T || student_T), averaged over the batch (in float32)."""
+    import torch.nn.functional as F
+
+    s, t = student_logits.float(), teacher_logits.float()
+    hard = F.cross_entropy(s, labels)
+    if alpha >= 1.0:
+        return hard
+    soft = F.kl_div(F.log_softmax(s / temperature, -1), F.softmax(t / temperature, -1), reduction="batchmean")
+    return alpha * hard + (1.0 - alpha) * temperature ** 2 * soft
+
+
+def cosine_loss(student_states, teacher_states):
+    import torch.nn.functional as F
+
+    return (1.0 - F.cosine_similarity(student_states.float(), teacher_states.float(), dim=-1)).mean()
+
+
+# ---- the student ------------------------------------------------------------------------------------------------
+
+def layer_count(config) -> int:
+    for name in ("num_hidden_layers", "n_layers", "num_layers"):
+        if isinstance(getattr(config, name, None), int):
+            return getattr(config, name)
+    raise ModelError(f"cannot tell how many layers a {config.model_type} model has")
+
+
+def _layer_list(model, n: int):
+    """(parent module, attribute) of the encoder's ModuleList of `n` transformer layers."""
+    import torch
+
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n and name.endswith("layer"):
+            parent, _, attr = name.rpartition(".")
+            return model.get_submodule(parent), attr
+    raise ModelError(f"cannot find the transformer layers of a {model.config.model_type} model")
+
+
+def kept_layers(teacher_layers: int, student_layers: int) -> list[int]:
+    """Every k-th teacher layer, ending with the last one (DistilBERT-style init): 6 -> 3 keeps 1, 3, 5."""
+    if student_layers < 1:
+        raise DistillError("--student-layers must be at least 1")
+    if student_layers >= teacher_layers:
+        raise DistillError(f"a student of {student_layers} layers is not smaller than the teacher "
+                           f"({teacher_layers} layers); choose fewer than {teacher_layers}")
+    return [round((i + 1) * teacher_layers / student_layers) - 1 for i in range(student_layers)]
+
+
+def student_from_teacher(teacher, student_layers: int):
+    """A copy of the teacher keeping every k-th transformer layer (and its embeddings and head)."""
+    import torch
+
+    n = layer_count(teacher.config)
+    keep = kept_layers(n, student_layers)
+    student = copy.deepcopy(teacher)
+    parent, attr = _layer_list(student, n)
+    layers = getattr(parent, attr)
+    setattr(parent, attr, torch.nn.ModuleList([layers[i] for i in keep]))
+    for name in ("num_hidden_layers", "n_layers", "num_layers"):
+        if isinstance(getattr(student.config, name, None), int):
+            setattr(student.config, name, student_layers)
+    return student
+
+
+def student_from_checkpoint(path: str, teacher, teacher_tokenizer, labels: list[str]):
+    """Any HF checkpoint with the teacher's tokenizer and no more layers, given the teacher's label head."""
+    from transformers import AutoModelForSequenceClassification
+
+    resolved = resolve(path)
+    tokenizer = load_tokenizer(resolved)
+    if tokenizer.get_vocab() != teacher_tokenizer.get_vocab():
+        raise DistillError(f"the student {path} has a different vocabulary than the teacher "
+                           f"({len(tokenizer.get_vocab())} vs {len(teacher_tokenizer.get_vocab())} tokens); "
+                           "distillation needs the teacher's tokenizer")
+    try:
+        student = AutoModelForSequenceClassification.from_pretrained(
+            resolved, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={lab: i for i, lab in enumerate(labels)}, ignore_mismatched_sizes=True)
+    except Exception as e:
+        raise ModelError(f"cannot load the student {path}: {first_line(e)}") from None
+    n, m = layer_count(teacher.config), layer_count(student.config)
+    if m > n:
+        raise DistillError(f"the student {path} has more layers ({m}) than the teacher ({n})")
+    return student
+
+
+# ---- the teacher's targets ------------------------------------------------------------------------------------
+
+def teacher_targets(teacher_path: Path, teacher, tokenizer, dataset: Dataset, max_length: int) -> dict:
+    """The teacher's logits and last-layer [CLS] states on every training text, cached on disk."""
+    import torch
+
+    from .techniques.base import content_key
+
+    key = f"{content_key(teacher_path)}-{dataset.fingerprint}-{max_length}"
+    path = cache_dir() / "teacher-targets" / f"{key}.npz"
+    if path.is_file():
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+    texts = dataset["train"].texts
+    logits, states = [], []
+    with torch.inference_mode(), progress_bar("teacher outputs on the training texts", len(texts)) as update:
+        for i in range(0, len(texts), 64):
+            batch = tokenizer(texts[i:i + 64], padding=True, truncation=True, max_length=max_length,
+                              return_tensors="pt")
+            out = teacher(**batch, output_hidden_states=True)
+            logits.append(out.logits.float().numpy())
+            states.append(out.hidden_states[-1][:, 0].float().numpy())
+            update(advance=len(batch["input_ids"]))
+    targets = {"logits": np.concatenate(logits), "cls": np.concatenate(states)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **targets)
+    os.replace(tmp, path)
+    return targets
+
+
+def train_student(student, tokenizer, dataset: Dataset, targets: dict, config: DistillConfig, title: str,
+                  on_epoch=None) -> dict:
+    """Train `student` in place with the distillation loss; returns fit()'s record."""
+    import torch
+
+    soft, cls = torch.from_numpy(targets["logits"]), torch.from_numpy(targets["cls"])
+    beta = config.cosine_weight
+    if beta and student.config.hidden_size != cls.shape[1]:
+        raise DistillError(f"the cosine term needs the student's hidden size to match the teacher's "
+                           f"({student.config.hidden_size} vs {cls.shape[1]}); use --cosine-weight 0")
+
+    def loss_fn(model, batch, idx):
+        index = torch.from_numpy(idx)
+        out = model(**{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=bool(beta))
+        loss = distillation_loss(out.logits, soft[index].to(out.logits.device), batch["labels"], config.alpha,
+                                 config.temperature)
+        if beta:
+            loss = loss + beta * cosine_loss(out.hidden_states[-1][:, 0], cls[index].to(out.logits.device))
+        return loss
+
+    return fit(student, tokenizer, dataset, config.train, title, loss_fn, on_epoch)
+
+
+# ---- the study -----------------------------------------------------------------------------------------------
+
+def open_storage(url: str):
+    """An Optuna RDB storage with heartbeats, so trials of a killed worker are failed and retried."""
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    try:
+        with warnings.catch_warnings():  # heartbeats are marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, heartbeat_interval=10, grace_period=30,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+    except Exception as e:  # driver missing, host unreachable, file not creatable
+        raise DistillError(f"cannot open the study storage {url}: {first_line(e)}") from None
+    finally:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _config_for(trial, base: DistillConfig, space: SearchSpace) -> DistillConfig:
+    return replace(base, alpha=trial.suggest_float("alpha", *space.alpha),
+                   temperature=trial.suggest_float("temperature", *space.temperature),
+                   train=replace(base.train, lr=trial.suggest_float("lr", *space.lr, log=True),
+                                 epochs=trial.suggest_int("epochs", *space.epochs)))
+
+
+def _params(config: DistillConfig) -> dict:
+    return {"alpha": config.alpha, "temperature": config.temperature, "lr": config.train.lr,
+            "epochs": config.train.epochs}
+
+
+def _finished(study) -> list:
+    import optuna
+
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return study.get_trials(deepcopy=False, states=done)
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    layers: int | None = None  # keep every k-th teacher layer
+    checkpoint: str | None = None  # or start from this HF checkpoint
+
+
+def distill(teacher: str, data, out: Path, student: StudentSpec = StudentSpec(), trials: int = 1,
+            storage: str | None = None, config: DistillConfig = DistillConfig(), space: SearchSpace = SearchSpace(),
+            bench: bool = True) -> dict:
+    """Distil `teacher` into a student on `data` (a bench DataSpec); search `trials` configurations.
+
+    Writes into `out`: model/ (the best student, an HF checkpoint), study.db, trials.json, best_params.json,
+    curves.png and (with `bench`) results.json/results.md comparing teacher and student on the test split.
+    Running again with the same arguments resumes the study; more --trials extends it."""
+    import optuna
+
+    from .data import load_dataset
+
+    if trials < 1:
+        raise DistillError("--trials must be at least 1")
+    if student.layers is not None and student.checkpoint:
+        raise DistillError("give either --student-layers or --student, not both")
+    out = Path(out)
+    dataset = load_dataset(data.source, data.text_column, data.label_column, data.split_column, data.seed)
+    quiet_transformers()
+    teacher_model, tokenizer, labels = load_classifier(teacher)
+    teacher_path = Path(resolve(teacher))
+    dataset = in_label_space(dataset, labels, teacher)
+    layers = student.layers if student.layers is not None or student.checkpoint else max(
+        1, layer_count(teacher_model.config) // 2)
+    make_student = (lambda: student_from_checkpoint(student.checkpoint, teacher_model, tokenizer, labels)) \
+        if student.checkpoint else (lambda: student_from_teacher(teacher_model, layers))
+    make_student()  # refuse a bad student before anything is written
+    from .techniques.base import content_key
+
+    space = SearchSpace(*((min(lo, v), max(hi, v)) for (lo, hi), v in  # the given values lie inside the space
+                          zip(astuple(space), _params(config).values(), strict=True)))
+    recipe = {"teacher": str(teacher_path), "teacher_key": content_key(teacher_path), "dataset": dataset.name,
+              "dataset_fingerprint": dataset.fingerprint, "student": {"layers": None if student.checkpoint else layers,
+                                                                      "checkpoint": student.checkpoint},
+              "config": asdict(config), "space": asdict(space)}
+    recipe = json.loads(json.dumps(recipe))  # as it reads back from distill.json
+    run_file = out / "distill.json"
+    if run_file.is_file():
+        if json.loads(run_file.read_text()).get("recipe") != recipe:
+            raise OutputError(f"{out} holds a distillation of another teacher, data or settings; choose another --out")
+    elif out.exists() and any(out.iterdir()):
+        raise OutputError(f"{out} exists and is not a slimformer distillation run; choose another --out")
+    write_json(run_file, {"recipe": recipe})
+    study_name = "distill-" + hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    storage_url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    study = optuna.create_study(study_name=study_name, storage=open_storage(storage_url), direction="maximize",
+                                load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=config.train.seed),
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
+    if not study.trials:
+        study.enqueue_trial(_params(config))
+    targets = teacher_targets(teacher_path, teacher_model, tokenizer, dataset, config.train.max_length)
+    trials_dir = out / "trials"
+    remaining = trials - len(_finished(study))
+
+    def objective(trial) -> float:
+        trial_config = _config_for(trial, config, space)
+        model = make_student()
+
+        def on_epoch(epoch: int, record: dict) -> None:
+            trial.set_user_attr("history", [*trial.user_attrs.get("history", []), record])
+            trial.report(record["val_accuracy"], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        params = ", ".join(f"{k} {v:.3g}" for k, v in trial.params.items())
+        trained = train_student(model, tokenizer, dataset, targets, trial_config,
+                                f"trial {trial.number} ({params})", on_epoch)
+        value = max(h["val_accuracy"] for h in trained["history"])
+        complete = [t.value for t in study.get_trials(deepcopy=False) if t.value is not None]
+        if not complete or value > max(complete):  # keep the checkpoint of the best trial so far only
+            save_classifier(model, tokenizer, trials_dir / str(trial.number),
+                            {"trial": trial.number, "params": trial.params, **trained, "labels": labels,
+                             "max_length": trial_config.train.max_length})
+            for other in trials_dir.iterdir():
+                if other.name != str(trial.number):
+                    shutil.rmtree(other, ignore_errors=True)
+        console.print(f"trial {trial.number}: validation accuracy {100 * value:.2f}% ({params}, "
+                      f"{trained['train_seconds']:.0f} s)")
+        return value
+
+    if remaining > 0:
+        study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(
+            trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))])
+    return _finish(study, out, teacher_model, tokenizer, labels, dataset, targets, config, make_student,
+                   recipe, data, bench)
+
+
+def _finish(study, out: Path, teacher_model, tokenizer, labels, dataset, targets, config, make_student, recipe,
+            data, bench: bool) -> dict:
+    """Put the best trial's student into out/model with its manifest; write trials, curves and results."""
+    import optuna
+
+    best = study.best_trial
+    best_config = replace(config, alpha=best.params["alpha"], temperature=best.params["temperature"],
+                          train=replace(config.train, lr=best.params["lr"], epochs=best.params["epochs"]))
+    model_dir, trial_dir = out / "model", out / "trials" / str(best.number)
+    if not (is_complete(model_dir) and read_manifest(model_dir).get("trial") == best.number):
+        if is_complete(trial_dir):
+            from transformers import AutoModelForSequenceClassification
+
+            student = AutoModelForSequenceClassification.from_pretrained(trial_dir).eval()
+            trained = {k: v for k, v in read_manifest(trial_dir).items() if k not in ("params", "trial")}
+        else:  # the best trial ran on another worker: train its configuration again here
+            student = make_student()
+            trained = train_student(student, tokenizer, dataset, targets, best_config,
+                                    f"retraining trial {best.number}")
+        teacher_metrics = evaluate_splits(teacher_model, tokenizer, dataset, config.train.max_length)
+        manifest = {"kind": "hf-classifier", "created_by": "slimformer distill", "recipe": recipe,
+                    "trial": best.number, "params": best.params, **trained, "labels": labels,
+                    "max_length": config.train.max_length,
+                    "metrics": evaluate_splits(student, tokenizer, dataset, config.train.max_length),
+                    "teacher_metrics": teacher_metrics}
+        save_classifier(student, tokenizer, model_dir, manifest)
+    shutil.rmtree(out / "trials", ignore_errors=True)
+    manifest = read_manifest(model_dir)
+    trials = [{"number": t.number, "state": t.state.name, "params": t.params, "value": t.value,
+               "history": t.user_attrs.get("history", [])} for t in study.get_trials(deepcopy=False)
+              if t.state != optuna.trial.TrialState.RUNNING]
+    write_json(out / "trials.json", trials)
+    write_json(out / "best_params.json", {"trial": best.number, "validation_accuracy": best.value, **best.params})
+    plot_curves(trials, best.number, manifest["teacher_metrics"]["validation"]["accuracy"], out / "curves.png")
+    summary = {"model": str(model_dir), "trial": best.number, "params": best.params, "trials": len(trials),
+               "metrics": manifest["metrics"], "teacher_metrics": manifest["teacher_metrics"],
+               "train_seconds": manifest["train_seconds"]}
+    if bench:
+        from .bench.runner import BenchSettings, Variant, run_benchmark
+        from .bench.table import to_markdown
+        from .cache import write_text
+
+        results = run_benchmark([Variant(recipe["teacher"], name="teacher"), Variant(str(model_dir), name="student")],
+                                data, BenchSettings(latency_samples=200, cold_start_runs=1), out)
+        write_text(out / "results.md", to_markdown(results))
+        summary["results"] = str(out / "results.json")
+    return summary
+
+
+def plot_curves(trials: list[dict], best: int, teacher_accuracy: float, path: Path) -> None:
+    """Validation accuracy and training loss per epoch for every trial; the best trial drawn bold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (acc, loss) = plt.subplots(1, 2, figsize=(11, 4))
+    for t in trials:
+        if not t["history"]:
+            continue
+        epochs = [h["epoch"] for h in t["history"]]
+        style = {"lw": 2.5, "color": "C3", "zorder": 3} if t["number"] == best else \
+            {"lw": 1, "alpha": 0.6, "ls": "--" if t["state"] == "PRUNED" else "-"}
+        label = f"trial {t['number']}" + (" (best)" if t["number"] == best else
+                                          " (pruned)" if t["state"] == "PRUNED" else "")
+        acc.plot(epochs, [100 * h["val_accuracy"] for h in t["history"]], marker="o", label=label, **style)
+        loss.plot(epochs, [h["train_loss"] for h in t["history"]], marker="o", **style)
+    acc.axhline(100 * teacher_accuracy, color="k", ls=":", label="teacher")
+    acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Validation accuracy per trial")
+    loss.set(xlabel="epoch", ylabel="training loss", title="Training loss (distillation objective)")
+    acc.legend(fontsize=7, loc="lower right")
+    for ax in (acc, loss):
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+__all__ = ["DistillConfig", "SearchSpace", "StudentSpec", "distill", "distillation_loss", "kept_layers",
+           "student_from_teacher", "student_from_checkpoint", "teacher_targets", "MANIFEST"]

@@ -1,0 +1,193 @@
+"""The one training loop (fine-tuning a teacher, distilling a student) and saving a classifier checkpoint."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .cache import MANIFEST, atomic_dir, is_complete, read_manifest, write_json
+from .data import Dataset
+from .errors import ModelError, OutputError, SlimformerError, first_line
+from .models import load_tokenizer, quiet_transformers, resolve
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Fine-tuning settings; recorded in the manifest so a checkpoint says how it was made."""
+
+    epochs: int = 4
+    lr: float = 1e-4
+    batch_size: int = 32
+    max_length: int = 64
+    warmup: float = 0.06
+    weight_decay: float = 0.01
+    seed: int = 42
+    max_train_samples: int | None = None
+    precision: str = "fp32"  # autocast in training: auto, fp32, bf16, fp16 (fp16 on CUDA only)
+
+
+def autocast_dtype(precision: str, device: str):
+    """The autocast dtype for training on `device`, or None for plain fp32.
+
+    auto: bf16 (or fp16 where bf16 is missing) on CUDA; bf16 on CPUs with AVX512-BF16 or AMX; fp32 otherwise."""
+    import torch
+
+    from .hardware import has_isa
+
+    if precision not in PRECISIONS:
+        raise SlimformerError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
+    cpu_bf16 = has_isa("AVX512-BF16") or has_isa("AMX-BF16")
+    if precision == "auto":
+        if device == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cpu_bf16 else None
+    if precision == "fp16" and device != "cuda":
+        raise SlimformerError("fp16 training needs a CUDA GPU; on CPU use --precision bf16 or fp32")
+    if precision == "bf16" and device == "cpu" and not cpu_bf16:
+        raise SlimformerError("this CPU has neither AVX512-BF16 nor AMX: bf16 training would be emulated and slow; "
+                              "use --precision fp32")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+LossFn = Callable[[Any, dict, np.ndarray], Any]  # (model, tokenized batch with labels, text indices) -> loss
+EpochHook = Callable[[int, dict], None]  # (epoch, history record) -> None; may raise to stop (e.g. pruning)
+
+
+def fit(model, tokenizer, dataset: Dataset, config: TrainConfig, title: str, loss_fn: LossFn | None = None,
+        on_epoch: EpochHook | None = None) -> dict:
+    """Train `model` in place on the train split; keep the epoch with the best validation accuracy.
+
+    `loss_fn` defaults to the model's own cross-entropy. Returns history, best epoch, seconds, precision."""
+    import torch
+
+    from .progress import progress_bar
+    from .runtimes.torch import TorchPredictor
+
+    torch.manual_seed(config.seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = autocast_dtype(config.precision, device)
+    model.to(device)
+    scaler = torch.amp.GradScaler(device) if dtype == torch.float16 else None
+    loss_fn = loss_fn or (lambda m, batch, idx: m(**batch).loss)
+    train = dataset["train"].head(config.max_train_samples)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    warmup = max(1, int(config.warmup * total))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
+    evaluator = TorchPredictor(model, tokenizer, dataset.labels, max_length=config.max_length, threads=None)
+    rng = np.random.default_rng(config.seed)
+    history, best, best_state = [], -1.0, None
+    started = time.perf_counter()
+    with progress_bar(title, total) as update:
+        for epoch in range(1, config.epochs + 1):
+            model.train()
+            losses = []
+            order = rng.permutation(len(train))
+            for step in range(steps_per_epoch):
+                idx = order[step * config.batch_size:(step + 1) * config.batch_size]
+                batch = tokenizer([train.texts[i] for i in idx], padding=True, truncation=True,
+                                  max_length=config.max_length, return_tensors="pt").to(device)
+                batch["labels"] = torch.from_numpy(train.labels[idx]).to(device)
+                with torch.autocast(device, dtype=dtype) if dtype else nullcontext():
+                    loss = loss_fn(model, batch, idx)
+                (scaler.scale(loss) if scaler else loss).backward()
+                if scaler:
+                    scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                scaler.step(optimizer) if scaler else optimizer.step()
+                if scaler:
+                    scaler.update()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(loss.item())
+                update(status=f"epoch {epoch}/{config.epochs} loss {np.mean(losses[-20:]):.3f}")
+            model.eval()
+            val = evaluator.evaluate(dataset["validation"])
+            record = {"epoch": epoch, "train_loss": float(np.mean(losses)),
+                      **{f"val_{k}": v for k, v in val.items() if k != "n"}}
+            history.append(record)
+            if val["accuracy"] > best:
+                best = val["accuracy"]
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if on_epoch:
+                on_epoch(epoch, record)
+    model.load_state_dict(best_state)
+    model.eval()
+    return {"history": history, "best_epoch": max(history, key=lambda h: h["val_accuracy"])["epoch"],
+            "train_seconds": round(time.perf_counter() - started, 1), "train_samples": len(train),
+            "precision": str(dtype).removeprefix("torch.") if dtype else "float32"}
+
+
+def evaluate_splits(model, tokenizer, dataset: Dataset, max_length: int) -> dict:
+    from .runtimes.torch import TorchPredictor
+
+    evaluator = TorchPredictor(model, tokenizer, dataset.labels, max_length=max_length, threads=None)
+    return {name: evaluator.evaluate(dataset[name]) for name in ("validation", "test") if name in dataset.splits}
+
+
+def check_output(out: Path, recipe: dict, overwrite: bool) -> dict | None:
+    """The manifest of a finished identical model at `out` (to reuse), None to build; refuse to clobber."""
+    if is_complete(out) and not overwrite:
+        previous = read_manifest(out)
+        if previous.get("recipe") == recipe:
+            return previous | {"reused": True}
+        raise OutputError(f"{out} holds a model made differently; choose another --out or pass --overwrite")
+    if out.exists() and not overwrite and any(out.iterdir()):
+        raise OutputError(f"{out} exists and is not a finished slimformer model; choose another --out or "
+                          "pass --overwrite")
+    return None
+
+
+def save_classifier(model, tokenizer, out: Path, manifest: dict) -> None:
+    """Write a safetensors checkpoint, its tokenizer and manifest; `out` appears only when complete."""
+    with atomic_dir(out, overwrite=True) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / MANIFEST, manifest)
+    os.utime(out)
+
+
+def train_classifier(base: str, dataset: Dataset, out: Path, config: TrainConfig = TrainConfig(),
+                     overwrite: bool = False) -> dict:
+    """Fine-tune `base` on `dataset`'s train split, keep the best epoch on validation, save to `out`.
+
+    Returns the manifest. An existing complete `out` made from the same base, data and config is reused.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    out = Path(out)
+    recipe = {"base": base, "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint,
+              "config": asdict(config)}
+    previous = check_output(out, recipe, overwrite)
+    if previous:
+        return previous
+    quiet_transformers()
+    torch.manual_seed(config.seed)  # the new classification head's initialisation
+    base_path = resolve(base)
+    labels = dataset.labels
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            base_path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={lab: i for i, lab in enumerate(labels)})
+    except Exception as e:
+        raise ModelError(f"cannot load {base} as a base encoder: {first_line(e)}") from None
+    tokenizer = load_tokenizer(base_path)
+    trained = fit(model, tokenizer, dataset, config, f"training {Path(base).name} on {dataset.name}")
+    manifest = {"kind": "hf-classifier", "created_by": "slimformer train", "recipe": recipe, "labels": labels,
+                "max_length": config.max_length, **trained,
+                "metrics": evaluate_splits(model, tokenizer, dataset, config.max_length)}
+    save_classifier(model, tokenizer, out, manifest)
+    return manifest

@@ -1,0 +1,209 @@
+"""Distillation: the loss against a hand computation, student init, a real SQLite study, resume after kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TOPICS, keyword_rows, make_tiny_classifier, write_csv
+from test_cli import assert_one_line_error, run
+
+from slimformer.bench.runner import DataSpec
+from slimformer.distill import (
+    DistillConfig,
+    DistillError,
+    StudentSpec,
+    distill,
+    distillation_loss,
+    kept_layers,
+    student_from_checkpoint,
+    student_from_teacher,
+)
+from slimformer.models import load_classifier
+from slimformer.training import TrainConfig, autocast_dtype
+
+
+@pytest.fixture(scope="module")
+def teacher4(tmp_path_factory) -> Path:
+    """A 4-layer tiny BERT teacher on the keyword topics."""
+    return make_tiny_classifier(tmp_path_factory.mktemp("models") / "teacher4", sorted(TOPICS), layers=4, seed=3)
+
+
+@pytest.fixture(scope="module")
+def topics_csv(tmp_path_factory) -> Path:
+    return write_csv(tmp_path_factory.mktemp("data") / "topics600.csv", keyword_rows(600, seed=1))
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("alpha,temperature", [(0.3, 2.0), (0.0, 4.0), (0.7, 1.0), (1.0, 3.0)])
+def test_loss_matches_hand_computation(alpha, temperature):
+    rng = np.random.default_rng(0)
+    s, t = rng.normal(size=(5, 4)) * 3, rng.normal(size=(5, 4)) * 3
+    y = np.array([0, 3, 1, 1, 2])
+    ce = -np.log(_softmax(s)[np.arange(5), y]).mean()
+    p_t, p_s = _softmax(t / temperature), _softmax(s / temperature)
+    kl = (p_t * (np.log(p_t) - np.log(p_s))).sum(-1).mean()
+    expected = alpha * ce + (1 - alpha) * temperature ** 2 * kl
+    got = distillation_loss(torch.tensor(s), torch.tensor(t), torch.tensor(y), alpha, temperature)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_loss_is_zero_kl_when_student_equals_teacher():
+    logits = torch.randn(3, 6)
+    labels = torch.tensor([0, 1, 2])
+    pure_kd = distillation_loss(logits, logits, labels, alpha=0.0, temperature=2.0)
+    assert pure_kd.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kept_layers_every_kth_ending_with_the_last():
+    assert kept_layers(6, 3) == [1, 3, 5]
+    assert kept_layers(12, 6) == [1, 3, 5, 7, 9, 11]
+    assert kept_layers(6, 2) == [2, 5]
+    assert kept_layers(4, 1) == [3]
+    with pytest.raises(DistillError, match="not smaller than the teacher"):
+        kept_layers(6, 6)
+    with pytest.raises(DistillError, match="at least 1"):
+        kept_layers(6, 0)
+
+
+@pytest.mark.parametrize("arch", ["bert", "distilbert"])
+def test_student_from_teacher_copies_the_kept_layers(tmp_path, arch):
+    from transformers import AutoModelForSequenceClassification
+
+    path = make_tiny_classifier(tmp_path / "t", sorted(TOPICS), arch=arch, layers=4)
+    teacher, tokenizer, _ = load_classifier(str(path))
+    student = student_from_teacher(teacher, 2)
+    layers = (lambda m: m.bert.encoder.layer) if arch == "bert" else (lambda m: m.distilbert.transformer.layer)
+    assert len(layers(student)) == 2 and len(layers(teacher)) == 4
+    for s_layer, t_index in zip(layers(student), [1, 3], strict=True):
+        for (name, p), q in zip(s_layer.named_parameters(), layers(teacher)[t_index].parameters(), strict=True):
+            assert torch.equal(p, q), name
+    assert student.get_input_embeddings().weight.data_ptr() != teacher.get_input_embeddings().weight.data_ptr()
+    student.save_pretrained(tmp_path / "s")
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "s").eval()
+    batch = tokenizer(["the team scored a goal"], return_tensors="pt")
+    batch.pop("token_type_ids") if arch == "distilbert" else None
+    with torch.no_grad():
+        assert torch.allclose(reloaded(**batch).logits, student.eval()(**batch).logits, atol=1e-6)
+
+
+def test_student_checkpoint_must_share_the_vocabulary(tmp_path, teacher4, tiny_bert):
+    teacher, tokenizer, labels = load_classifier(str(teacher4))
+    assert student_from_checkpoint(str(tiny_bert), teacher, tokenizer, labels).config.num_hidden_layers == 2
+    other = make_tiny_classifier(tmp_path / "other", ["a", "b"])
+    (other / "vocab.txt").write_text((other / "vocab.txt").read_text() + "extraword\n")
+    (other / "tokenizer.json").unlink(missing_ok=True)
+    with pytest.raises(DistillError, match="different vocabulary"):
+        student_from_checkpoint(str(other), teacher, tokenizer, labels)
+    deeper = make_tiny_classifier(tmp_path / "deeper", sorted(TOPICS), layers=6)
+    with pytest.raises(DistillError, match="more layers"):
+        student_from_checkpoint(str(deeper), teacher, tokenizer, labels)
+
+
+def test_autocast_choice(monkeypatch):
+    import slimformer.hardware as hw
+
+    monkeypatch.setattr(hw, "has_isa", lambda name: False)
+    assert autocast_dtype("auto", "cpu") is None and autocast_dtype("fp32", "cpu") is None
+    with pytest.raises(Exception, match="neither AVX512-BF16 nor AMX"):
+        autocast_dtype("bf16", "cpu")
+    with pytest.raises(Exception, match="needs a CUDA GPU"):
+        autocast_dtype("fp16", "cpu")
+    monkeypatch.setattr(hw, "has_isa", lambda name: name == "AMX-BF16")
+    assert autocast_dtype("auto", "cpu") == torch.bfloat16
+
+
+def test_two_trial_study_on_sqlite(tmp_path, teacher4, topics_csv):
+    from slimformer.data import load_dataset
+    from slimformer.techniques import build, context_from_dataset, parse_recipe
+
+    out = tmp_path / "kd"
+    config = DistillConfig(alpha=0.5, temperature=2.0, cosine_weight=0.1,
+                           train=TrainConfig(epochs=2, lr=3e-3, batch_size=32, max_length=16, precision="auto"))
+    summary = distill(str(teacher4), DataSpec(str(topics_csv)), out, StudentSpec(layers=2), trials=2, config=config,
+                      bench=False)
+    manifest = json.loads((out / "model" / "manifest.json").read_text())
+    assert manifest["created_by"] == "slimformer distill" and manifest["trial"] == summary["trial"]
+    assert (out / "model" / "model.safetensors").is_file() and not (out / "trials").exists()
+    trials = json.loads((out / "trials.json").read_text())
+    assert [t["state"] for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert trials[0]["params"] == {"alpha": 0.5, "temperature": 2.0, "lr": 3e-3, "epochs": 2}  # the given config
+    assert len(trials[0]["history"]) == 2 and trials[1]["params"] != trials[0]["params"]
+    best = json.loads((out / "best_params.json").read_text())
+    assert best["validation_accuracy"] == max(t["value"] for t in trials)
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    with sqlite3.connect(out / "study.db") as db:
+        assert db.execute("select count(*) from trials where state='COMPLETE'").fetchone()[0] == 2
+    assert 0 <= summary["metrics"]["test"]["accuracy"] <= 1 and "test" in summary["teacher_metrics"]
+    # the student is an ordinary checkpoint every technique accepts
+    dataset = load_dataset(str(topics_csv))
+    artifact = build(str(out / "model"), parse_recipe("onnx"), tmp_path / "onnx", context_from_dataset(dataset, 32))
+    assert artifact.format == "onnx" and artifact.manifest["steps"][0]["check"]["label_flip_rate"] == 0
+    # run again: nothing retrained, the same answer
+    again = distill(str(teacher4), DataSpec(str(topics_csv)), out, StudentSpec(layers=2), trials=2, config=config,
+                    bench=False)
+    assert again["trial"] == summary["trial"] and again["trials"] == 2
+
+
+def _finished(db: Path) -> list[tuple]:
+    """(number, state, start) of the study's complete or pruned trials, read straight from the SQLite file."""
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("select number, state, datetime_start from trials where state in "
+                                "('COMPLETE', 'PRUNED') order by number").fetchall()
+    except sqlite3.OperationalError:  # tables not created yet, or locked for a moment
+        return []
+
+
+def test_resume_after_kill(tmp_path, teacher4, topics_csv):
+    """A real `slimformer distill` process killed with SIGKILL mid-study; running it again finishes the study
+    without redoing the trials that had finished."""
+    out = tmp_path / "kd"
+    args = ("distill", "--teacher", str(teacher4), "--data", str(topics_csv), "--out", str(out), "--student-layers",
+            "2", "--trials", "4", "--epochs", "3", "--max-epochs", "4", "--lr", "3e-3", "--max-length", "16",
+            "--no-bench")
+    proc = subprocess.Popen([sys.executable, "-c", "from slimformer.cli import main; main()", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+    deadline = time.time() + 240
+    while not _finished(out / "study.db") and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = _finished(out / "study.db")
+    assert before and len(before) < 4, "the study should have been killed part-way"
+    assert not (out / "model").exists()
+    finished = run(*args)
+    assert finished.returncode == 0, finished.stderr
+    after = _finished(out / "study.db")
+    assert len(after) == 4 and after[:len(before)] == before  # finished trials kept, not redone
+    assert any(state == "COMPLETE" for _, state, _ in after)
+    assert json.loads((out / "model" / "manifest.json").read_text())["trial"] in [row[0] for row in after]
+
+
+def test_cli_errors(tmp_path, teacher4, topics_csv, sentiment_model):
+    base = ("distill", "--teacher", str(teacher4), "--data", str(topics_csv), "--no-bench")
+    assert_one_line_error(run(*base, "--out", str(tmp_path / "a"), "--trials", "0"), "--trials must be at least 1")
+    assert_one_line_error(run(*base, "--out", str(tmp_path / "b"), "--student-layers", "4"),
+                          "not smaller than the teacher")
+    assert_one_line_error(run("distill", "--teacher", str(sentiment_model), "--data", str(topics_csv), "--out",
+                              str(tmp_path / "c")), "labels the model", "does not know")
+    assert_one_line_error(run(*base, "--out", str(tmp_path / "d"), "--storage", "sqlite:////no/such/dir/x.db"),
+                          "cannot open the study storage")
+    assert_one_line_error(run(*base, "--out", str(tmp_path / "e"), "--storage", "postgresql://u@127.0.0.1:9/db"),
+                          "cannot open the study storage")
+    assert not any((tmp_path / n).exists() and any((tmp_path / n).iterdir()) for n in "abc")
