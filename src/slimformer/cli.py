@@ -182,6 +182,127 @@ def distill(
 
 
 @app.command()
+def optimize(
+    model: Annotated[str, typer.Option("--model", "-m", help="Your fine-tuned Hugging Face classifier.")],
+    data: DataOpt,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory: variants/, results.json, "
+                                          "report.md, report.html, charts/.")] = Path("runs/optimize"),
+    max_accuracy_drop: Annotated[float, typer.Option(min=0.0, help="Accuracy points a variant may lose against "
+                                                     "PyTorch FP32.")] = 1.0,
+    latency_budget_ms: Annotated[float | None, typer.Option(min=0.0, help="Most end-to-end p50 latency at batch 1 "
+                                                            "(ms).")] = None,
+    size_budget_mb: Annotated[float | None, typer.Option(min=0.0, help="Most size on disk (MB).")] = None,
+    threads: Annotated[str, typer.Option(help="Thread counts to measure every variant at.")] = "1,2",
+    distill: Annotated[bool, typer.Option("--distill", help="Also distil a smaller student and build its "
+                                          "variants.")] = False,
+    distill_trials: Annotated[int, typer.Option(min=1, help="Optuna trials for the student.")] = 1,
+    student_layers: Annotated[int | None, typer.Option(min=1, help="Student layers (default: half the "
+                                                       "model's).")] = None,
+    only: Annotated[str | None, typer.Option(help="Build only these candidates (comma-separated names from "
+                                             "`slimformer doctor`); the baseline is always measured.")] = None,
+    include_slow: Annotated[bool, typer.Option(help="Also time variants known to be slow on CPU (NF4, ORT "
+                                               "fp16), for their size.")] = False,
+    latency_samples: Annotated[int, typer.Option(min=10, help="Texts timed at batch 1 per variant.")] = 200,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out (same model "
+                                         "and data); finished variants are kept.")] = False,
+    text_column: TextCol = "text", label_column: LabelCol = "label", split_column: SplitCol = None,
+) -> None:
+    """The main job: build every variant worth trying on this machine, benchmark them all on your data, and
+    recommend the fastest inside your budget, with a report (report.html) and the commands to deploy it.
+
+    Example: slimformer optimize --model runs/teacher --data trec6 --distill --out runs/trec6
+    """
+    from .bench.runner import BenchSettings, DataSpec
+    from .optimize import Budget, OptimizeSettings, miss_text
+    from .optimize import optimize as run_optimize
+    from .optimize.report import recommendation
+
+    settings = OptimizeSettings(
+        budget=Budget(max_accuracy_drop, latency_budget_ms, size_budget_mb),
+        threads=tuple(_ints(threads, "--threads")), distill=distill, distill_trials=distill_trials,
+        student_layers=student_layers, include_slow=include_slow,
+        only=tuple(x.strip() for x in (only or "").split(",") if x.strip()),
+        bench=BenchSettings(latency_samples=latency_samples, throughput_samples=128, cold_start_runs=1,
+                            settle_s=0.5))
+    run_optimize(model, DataSpec(data, text_column, label_column, split_column), out_dir, settings, resume)
+    results = json.loads((out_dir / "results.json").read_text())
+    text, commands = recommendation(results, out_dir)
+    out.print(text, highlight=False)
+    if not results["selection"]["recommended"]:
+        out.print(f"closest: {miss_text(results['selection']['closest']['misses'])}", highlight=False)
+    out.print("deploy:\n  " + "\n  ".join(commands), highlight=False)
+    out.print(f"report: {out_dir / 'report.html'} and {out_dir / 'report.md'}", highlight=False)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="An optimize run directory.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Bundle directory to write.")],
+    variant: Annotated[str | None, typer.Option(help="Variant name from the report (default: the "
+                                                "recommended one).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+) -> None:
+    """Export a variant as a deployable bundle: model files, tokenizer, labels, runtime settings, metrics."""
+    from .bundle import export_bundle
+
+    manifest = export_bundle(run_dir, out_dir, variant, overwrite)
+    b = manifest["bundle"]
+    out.print(f"{out_dir}: {b['variant']} ({manifest['format']} on {b['runtime']}, {b['threads']} thread(s)); "
+              f"accuracy {100 * b['metrics']['accuracy']:.2f}%, p50 {b['metrics']['latency_ms_end_to_end']['p50']:.3f}"
+              f" ms, {b['metrics']['size_mb']:.1f} MB", highlight=False)
+    out.print(f"score a file: slimformer predict {out_dir} --input texts.txt --out predictions.jsonl", highlight=False)
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Argument(help="A bundle from `slimformer export` (or any model/variant "
+                                         "directory).")],
+    input_file: Annotated[Path, typer.Option("--input", "-i", help=".txt (one text per line) or .csv/.tsv/"
+                                             ".jsonl/.parquet with a text column.")],
+    out_file: Annotated[Path | None, typer.Option("--out", "-o", help="Write predictions here (.jsonl or .csv); "
+                                                  "default: JSON lines on stdout.")] = None,
+    text_column: TextCol = "text",
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    threads: Annotated[int | None, typer.Option(min=1, help="Threads (default: the bundle's).")] = None,
+) -> None:
+    """Score texts with a model: one label and its probability per text."""
+    import csv
+    import io
+
+    import numpy as np
+
+    from .bundle import bundle_settings
+    from .cache import write_text
+    from .data.registry import read_texts
+    from .progress import progress_bar
+    from .runtimes import load_predictor
+
+    texts = read_texts(input_file, text_column)
+    predictor = load_predictor(model, threads=threads or bundle_settings(model).get("threads") or 1)
+    rows = []
+    with progress_bar(f"scoring {len(texts)} texts", len(texts)) as update:
+        for i in range(0, len(texts), batch_size):
+            logits = predictor.logits(texts[i:i + batch_size], batch_size)
+            probs = np.exp(logits - logits.max(-1, keepdims=True))
+            probs /= probs.sum(-1, keepdims=True)
+            for text, p in zip(texts[i:i + batch_size], probs, strict=True):
+                rows.append({"text": text, "label": predictor.labels[int(p.argmax())],
+                             "score": round(float(p.max()), 6)})
+            update(advance=len(probs))
+    if out_file and out_file.suffix.lower() == ".csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=["text", "label", "score"])
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text(out_file, buffer.getvalue())
+    else:
+        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        write_text(out_file, lines) if out_file else sys.stdout.write(lines)
+    if out_file:
+        out.print(f"{len(rows)} predictions -> {out_file}", highlight=False)
+
+
+@app.command()
 def bench(
     model: Annotated[list[str], typer.Option("--model", "--variant", "-m", help="Model or built variant directory; "
                                              "repeat to compare several (the first is the reference for label "

@@ -117,11 +117,26 @@ def cold_start(variant: Variant, text: str, runs: int) -> dict:
     return {"median_s": round(statistics.median(walls), 3), "runs_s": [round(w, 3) for w in walls], **median}
 
 
+def _previous(out: Path | None, dataset_fingerprint: str, settings: BenchSettings) -> dict[str, dict]:
+    """Finished variants of an earlier run into the same `out` (for resuming), by name."""
+    path = Path(out) / "results.json" if out else None
+    if not path or not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    if old["dataset"]["fingerprint"] != dataset_fingerprint or old["settings"] != json.loads(
+            json.dumps(asdict(settings))):
+        raise SlimformerError(f"{path} was measured on other data or with other settings; cannot resume it")
+    return {v["name"]: v for v in old["variants"]}
+
+
 def run_benchmark(variants: list[Variant], data: DataSpec, settings: BenchSettings = BenchSettings(),
-                  out: Path | None = None) -> dict:
+                  out: Path | None = None, resume: bool = False, keep_going: bool = False) -> dict:
     """Measure every variant; the first is the reference the others' agreement is measured against.
 
-    With `out`, `results.json` is rewritten atomically after each variant and logits kept as .npy.
+    With `out`, `results.json` is rewritten atomically after each variant; logits and raw end-to-end
+    latencies are kept as .npy. With `resume`, variants already measured there (same name, model, runtime,
+    threads and options, arrays present) are taken over instead of measured again. With `keep_going`, a
+    variant that fails to load or run is recorded under "failed" and the others are still measured.
     """
     if not variants:
         raise SlimformerError("nothing to benchmark: give at least one model")
@@ -145,20 +160,40 @@ def run_benchmark(variants: list[Variant], data: DataSpec, settings: BenchSettin
         "machine": fingerprint(),
         "variants": [],
     }
+    previous = _previous(out, dataset.fingerprint, settings) if resume else {}
+    reference_logits = None
     for i, (variant, label_map) in enumerate(zip(variants, label_maps, strict=True)):
+        logits_path = logits_dir / f"{names[i]}.npy"
+        latencies_path = logits_dir / f"{names[i]}.latency_ms.npy"
+        ident = {"name": names[i], "model": str(variant.model), "runtime": variant.runtime,
+                 "threads": variant.threads, "options": variant.options}
+        old = previous.get(names[i])
+        if old and all(old[k] == v for k, v in ident.items()) and logits_path.is_file() and latencies_path.is_file():
+            logits = np.load(logits_path)
+            if i == 0:
+                reference_logits = logits
+            old["agreement"] = {"reference": names[0], **agreement(logits, reference_logits)} if i else None
+            results["variants"].append(old)
+            continue
         if i:
             time.sleep(settings.settle_s)
-        logits_path = logits_dir / f"{names[i]}.npy"
         spec = {"model": str(variant.model), "runtime": variant.runtime, "threads": variant.threads,
                 "options": variant.options, "label_map": label_map, "logits_path": str(logits_path),
-                "data": asdict(data), "settings": asdict(settings)}
+                "latencies_path": str(latencies_path), "data": asdict(data), "settings": asdict(settings)}
         started = time.perf_counter()
-        result = _run_worker(spec, f"[{i + 1}/{len(variants)}] {names[i]}")
+        try:
+            result = _run_worker(spec, f"[{i + 1}/{len(variants)}] {names[i]}")
+        except (SlimformerError, RuntimeError) as e:
+            if not keep_going or i == 0:
+                raise
+            results.setdefault("failed", []).append({**ident, "error": str(e).strip().splitlines()[0]})
+            if out:
+                write_json(Path(out) / "results.json", results)
+            continue
         logits = np.load(logits_path)
         if i == 0:
             reference_logits = logits
-        entry = {"name": names[i], "model": str(variant.model), "runtime": variant.runtime,
-                 "threads": variant.threads, "options": variant.options, **result}
+        entry = {**ident, **result}
         if settings.cold_start_runs:
             with progress_bar(f"[{i + 1}/{len(variants)}] {names[i]}: cold start", settings.cold_start_runs):
                 entry["cold_start"] = cold_start(variant, split.texts[0], settings.cold_start_runs)

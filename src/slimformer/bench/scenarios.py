@@ -33,10 +33,12 @@ def accuracy(predictor: Predictor, split: Split, label_map: np.ndarray, batch_si
     return classification_metrics(label_map[split.labels], logits.argmax(-1)), logits
 
 
-def latency(predictor: Predictor, texts: list[str], warmup: int, progress: Progress = _quiet) -> dict:
+def latency(predictor: Predictor, texts: list[str], warmup: int,
+            progress: Progress = _quiet) -> tuple[dict, np.ndarray]:
     """Batch-1 latency over real texts, each once, in the given order, after `warmup` untimed calls.
 
     model: forward on the already-tokenized text; end_to_end: tokenize + forward + label lookup.
+    Returns the statistics and the raw end-to-end times in ms (for distribution plots).
     """
     encoded = [predictor.tokenize([t]) for t in texts]
     for i in range(warmup):
@@ -53,8 +55,8 @@ def latency(predictor: Predictor, texts: list[str], warmup: int, progress: Progr
         predictor.predict([text])
         e2e.append(clock() - start)
         progress("latency (end-to-end)", i + 1, len(texts))
-    return {"model": LatencyStats.from_seconds(model).to_dict(),
-            "end_to_end": LatencyStats.from_seconds(e2e).to_dict()}
+    return ({"model": LatencyStats.from_seconds(model).to_dict(),
+             "end_to_end": LatencyStats.from_seconds(e2e).to_dict()}, np.asarray(e2e) * 1e3)
 
 
 def throughput(predictor: Predictor, texts: list[str], batch_size: int, progress: Progress = _quiet) -> dict:

@@ -53,7 +53,8 @@ def main(spec: dict, emit) -> None:
         order = np.random.default_rng(settings["order_seed"]).permutation(len(split))
         shuffled = [split.texts[i] for i in order]
         n_lat = settings["latency_samples"] or len(shuffled)
-        latency = scenarios.latency(predictor, shuffled[:n_lat], settings["warmup"], progress)
+        latency, e2e_ms = scenarios.latency(predictor, shuffled[:n_lat], settings["warmup"], progress)
+        np.save(spec["latencies_path"], e2e_ms.astype(np.float32))
         throughput = [scenarios.throughput(predictor, shuffled[:settings["throughput_samples"]], bs, progress)
                       for bs in settings["batch_sizes"]]
         files = predictor.model_files()

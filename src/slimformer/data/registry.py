@@ -203,3 +203,26 @@ def describe(dataset: Dataset, tokenize: Callable[[list[str]], list[int]] | None
         info["tokens"] = {f"p{q}": int(np.percentile(lengths, q)) for q in (50, 90, 95, 99)}
         info["tokens"]["max"] = int(lengths.max())
     return info
+
+
+def read_texts(path: str | Path, text_column: str = "text") -> list[str]:
+    """Unlabelled texts to score: a .txt file (one per line) or a CSV/TSV/JSONL/Parquet file's text column."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"input file not found: {path}")
+    if path.suffix.lower() == ".txt":
+        try:
+            texts = [line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path} is not UTF-8 text: {e}") from None
+    else:
+        if path.suffix.lower() not in (".csv", ".tsv", ".jsonl", ".json", ".parquet"):
+            raise DataError(f"{path}: input must be .txt, .csv, .tsv, .jsonl or .parquet")
+        rows = _read_rows(path)
+        if rows and text_column not in rows[0]:
+            raise DataError(f"{path} has no column '{text_column}' (columns: {', '.join(rows[0])}); "
+                            "pass --text-column")
+        texts = [str(r[text_column]) for r in rows if r.get(text_column) not in (None, "")]
+    if not texts:
+        raise DataError(f"{path} holds no texts")
+    return texts

@@ -30,8 +30,15 @@ def default_runtime(path: str | Path) -> str:
 
 
 def load_predictor(path: str | Path, runtime: str | None = None, threads: int | None = 1, **options) -> Predictor:
-    """Load the artifact at `path` into `runtime` (default: the one its format runs on), threads fixed."""
-    return predictor_class(runtime or default_runtime(path)).load(str(path), threads=threads, **options)
+    """Load the artifact at `path` into `runtime`, threads fixed.
+
+    Default runtime and options: those a bundle (`slimformer export`) records, else the format's runtime."""
+    from ..bundle import bundle_settings
+
+    settings = bundle_settings(path)
+    runtime = runtime or settings.get("runtime") or default_runtime(path)
+    options = {**(settings.get("options") or {}), **options} if runtime == settings.get("runtime") else options
+    return predictor_class(runtime).load(str(path), threads=threads, **options)
 
 
 def artifact_labels(path: str | Path) -> list[str]:

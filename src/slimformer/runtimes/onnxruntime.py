@@ -50,7 +50,7 @@ class OrtPredictor(Predictor):
         except Exception as e:  # InvalidProtobuf, InvalidGraph, NoSuchFile...: the file is the problem
             raise ModelError(f"cannot load {model} in onnxruntime: {first_line(e)[:300]}") from None
         predictor = cls(artifact.tokenizer(), artifact.labels, artifact.max_length or 128, threads)
-        predictor.session, predictor.path, predictor.level = session, model, level
+        predictor.session, predictor.artifact, predictor.level = session, artifact, level
         predictor.input_names = [i.name for i in session.get_inputs()]
         return predictor
 
@@ -59,7 +59,7 @@ class OrtPredictor(Predictor):
         return self.session.run(None, feed)[0].astype(np.float32, copy=False)
 
     def model_files(self) -> list[Path]:
-        return [p for p in self.path.parent.iterdir() if p.name.startswith("model.onnx")]
+        return self.artifact.model_files()
 
     def describe(self) -> dict[str, Any]:
         return super().describe() | {"graph_optimization_level": self.level,

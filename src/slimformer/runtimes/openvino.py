@@ -42,7 +42,7 @@ class OpenVinoPredictor(Predictor):
             detail = " ".join(ln.strip() for ln in str(e).splitlines() if ln.strip() and "Exception from" not in ln)
             raise ModelError(f"cannot load {model_path} in openvino: {detail[:300]}") from None
         predictor = cls(artifact.tokenizer(), artifact.labels, artifact.max_length or 128, threads)
-        predictor.compiled, predictor.path, predictor.precision = compiled, model_path, precision
+        predictor.compiled, predictor.artifact, predictor.precision = compiled, artifact, precision
         predictor.request = compiled.create_infer_request()
         predictor.input_names = [i.get_any_name() for i in compiled.inputs]
         return predictor
@@ -52,8 +52,7 @@ class OpenVinoPredictor(Predictor):
         return np.array(self.request.infer(feed)[0], dtype=np.float32)
 
     def model_files(self) -> list[Path]:
-        names = ("model.xml", "model.bin") if self.path.suffix == ".xml" else ("model.onnx", "model.onnx.data")
-        return [self.path.parent / n for n in names if (self.path.parent / n).is_file()]
+        return self.artifact.model_files()
 
     def describe(self) -> dict[str, Any]:
         return super().describe() | {"precision": self.precision,

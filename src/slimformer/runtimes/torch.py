@@ -58,9 +58,9 @@ class TorchPredictor(Predictor):
             return self.model(**inputs).logits.float().cpu().numpy()
 
     def model_files(self) -> list[Path]:
-        if not self.source or not Path(self.source).is_dir():
-            return []
-        return sorted(p for p in Path(self.source).iterdir() if p.suffix in (".safetensors", ".bin", ".pt"))
+        from ..techniques import open_artifact
+
+        return open_artifact(self.source).model_files() if self.source and Path(self.source).is_dir() else []
 
     def describe(self) -> dict[str, Any]:
         weights = {str(p.dtype).removeprefix("torch.") for p in self.model.parameters()}

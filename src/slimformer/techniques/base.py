@@ -49,6 +49,18 @@ class Artifact:
 
         return load_tokenizer(str(self.path))
 
+    def model_files(self) -> list[Path]:
+        """The files that hold the model itself (weights and graph): what size on disk counts."""
+        names = {"onnx": ("model.onnx", "model.onnx.data"), "openvino": ("model.xml", "model.bin"),
+                 "torch-int8": ("model_int8.pt",), "hf": ("model.safetensors", "pytorch_model.bin")}
+        found = [self.path / n for n in names.get(self.format, ()) if (self.path / n).is_file()]
+        return found or sorted(self.path.glob("model-*.safetensors"))  # sharded checkpoints
+
+    def deploy_files(self) -> list[Path]:
+        """Everything a runtime needs to load this artifact, and nothing else (manifest aside)."""
+        extra = [self.path / n for n in (*TOKENIZER_FILES, "config.json") if (self.path / n).is_file()]
+        return self.model_files() + extra
+
     def steps_changing_weights(self) -> list[str]:
         """Names of the steps that made this artifact that changed its weights (quantized, cast)."""
         return [s["technique"] for s in self.manifest.get("steps", []) if s.get("changes_weights")]

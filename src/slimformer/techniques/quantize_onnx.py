@@ -24,15 +24,18 @@ MIN_CALIBRATION_TEXTS = 8
 @dataclass(frozen=True)
 class DynamicQuantConfig(TechniqueConfig):
     name = "int8-dynamic"
+    revision = 2  # Gemm nodes honoured in exclude/only
     weight_type: str = "int8"  # QInt8; uint8 is slower on VNNI CPUs
     per_channel: bool = False
     op_types: tuple[str, ...] = ()  # empty: every op type ORT can quantize
     exclude: tuple[str, ...] = ()  # node names kept in float
+    only: tuple[str, ...] = ()  # quantize just these nodes (sensitivity probes); empty: all
 
 
 @dataclass(frozen=True)
 class StaticQuantConfig(TechniqueConfig):
     name = "int8-static"
+    revision = 2
     uses_calibration = True
     method: str = "minmax"
     activation_type: str = "uint8"
@@ -40,6 +43,7 @@ class StaticQuantConfig(TechniqueConfig):
     per_channel: bool = False
     op_types: tuple[str, ...] = ("MatMul",)  # Gather/Add inputs of fused graphs have no valid scale
     exclude: tuple[str, ...] = ()
+    only: tuple[str, ...] = ()
     calibration_size: int = 256
 
 
@@ -64,6 +68,11 @@ def _stats(source: Path, out: Path, config) -> dict:
             "excluded": list(config.exclude)}
 
 
+def _node_names(names: tuple[str, ...]) -> list[str]:
+    """Node names as the quantizer sees them: it rewrites a Gemm into a MatMul named NAME_MatMul first."""
+    return [*names, *(f"{n}_MatMul" for n in names if n.endswith("Gemm"))]
+
+
 def _extra_options() -> dict:
     import onnx
 
@@ -78,7 +87,9 @@ def quantize_dynamic(config: DynamicQuantConfig, source: Artifact, out: Path, co
     ort_quantize_dynamic(str(onnx_path(source)), str(out / "model.onnx"),
                          weight_type=_quant_type(config.weight_type, "int8-dynamic weight_type"),
                          per_channel=config.per_channel, op_types_to_quantize=list(config.op_types) or None,
-                         nodes_to_exclude=list(config.exclude), extra_options=_extra_options())
+                         nodes_to_exclude=_node_names(config.exclude),
+                         nodes_to_quantize=_node_names(config.only) or None,
+                         extra_options=_extra_options())
     return _stats(onnx_path(source), out / "model.onnx", config)
 
 
@@ -123,7 +134,8 @@ def quantize_static(config: StaticQuantConfig, source: Artifact, out: Path, cont
                         activation_type=_quant_type(config.activation_type, "int8-static activation_type"),
                         weight_type=_quant_type(config.weight_type, "int8-static weight_type"),
                         calibrate_method=method, per_channel=config.per_channel,
-                        op_types_to_quantize=list(config.op_types) or None, nodes_to_exclude=list(config.exclude),
-                        extra_options=_extra_options())
+                        op_types_to_quantize=list(config.op_types) or None,
+                        nodes_to_exclude=_node_names(config.exclude),
+                        nodes_to_quantize=_node_names(config.only) or None, extra_options=_extra_options())
     return {"calibration_texts": len(texts), "method": config.method, **_stats(onnx_path(source),
                                                                                   out / "model.onnx", config)}

@@ -1,0 +1,218 @@
+"""`slimformer optimize`: build the variant matrix, benchmark it, select inside a budget, report.
+
+Stages (each persisted the moment it finishes, so `--resume` after a crash or kill -9 continues):
+  1. distil a student (optional; an Optuna study in RUN/distill, itself resumable)
+  2. build every candidate recipe for this hardware (recipes.candidates) on the model and the student,
+     each into RUN/variants/NAME (temp dir + rename: a half-built artifact is never taken as finished)
+  3. benchmark every artifact at every thread count (results.json rewritten after each variant)
+  4. assess against the budget; INT8 variants that break the accuracy budget get a mixed-precision
+     fallback (sensitive nodes kept in float, decided on validation) which is benchmarked too
+  5. select the fastest variant inside the budget, the Pareto front, and write report.md/report.html
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..bench.runner import BenchSettings, DataSpec, Variant, run_benchmark
+from ..cache import is_complete, write_json
+from ..errors import OutputError, SlimformerError, first_line
+from ..progress import console, progress_bar
+from .select import Budget, assess, miss_text, select
+
+BASELINE = "torch-fp32"
+
+
+@dataclass(frozen=True)
+class OptimizeSettings:
+    budget: Budget = Budget()
+    threads: tuple[int, ...] = (1, 2)
+    distill: bool = False
+    distill_trials: int = 1
+    student_layers: int | None = None
+    include_slow: bool = False  # NF4 and ORT fp16 on a CPU: slower, shown only when asked
+    only: tuple[str, ...] = ()  # candidate names to build (empty: all this hardware supports)
+    calibration_size: int = 256
+    bench: BenchSettings = field(default_factory=lambda: BenchSettings(
+        latency_samples=200, throughput_samples=128, cold_start_runs=1, settle_s=0.5))
+
+
+def _stage(number: int, total: int, text: str) -> None:
+    console.print(f"[bold]\\[{number}/{total}][/] {text}", highlight=False)
+
+
+def _prepare(out: Path, recipe: dict, resume: bool) -> None:
+    """Refuse to mix runs: --resume only onto the same model and data; never overwrite a finished run."""
+    run_file = out / "run.json"
+    if resume:
+        if not run_file.is_file():
+            raise OutputError(f"nothing to resume in {out} (no run.json); run without --resume")
+        previous = json.loads(run_file.read_text())["recipe"]
+        for key, what in (("model_key", "model"), ("dataset_fingerprint", "dataset"), ("threads", "thread counts"),
+                          ("distill", "distillation settings")):
+            if previous.get(key) != recipe[key]:
+                raise OutputError(f"{out} is a run of another {what} ({previous.get(key)} vs {recipe[key]}); "
+                                  "use another --out to start a new run")
+    elif out.exists() and any(out.iterdir()):
+        raise OutputError(f"{out} exists already; pass --resume to continue that run, or choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise OutputError(f"cannot write to {out}: {e.strerror or e}") from None
+    for partial in (out / "variants").glob(".*.partial") if (out / "variants").is_dir() else []:
+        shutil.rmtree(partial, ignore_errors=True)  # left by a killed build: never taken as finished
+    write_json(run_file, {"recipe": recipe})
+
+
+def _build_variants(sources: dict[str, str], candidates, out: Path, context) -> tuple[list[dict], list[dict]]:
+    """Build every (source, candidate) artifact into out/variants; a failing candidate is recorded, not fatal."""
+    from ..techniques import build, parse_recipe
+
+    built, failed = [], []
+    todo = [(s, c) for s in sources for c in candidates]
+    with progress_bar("building variants", len(todo)) as update:
+        for source, candidate in todo:
+            name = f"{source}-{candidate.name}"
+            path = out / "variants" / name
+            update(advance=0, status=name)
+            if not candidate.recipe:
+                path = Path(sources[source])  # the model as it is
+            elif not is_complete(path):
+                try:
+                    build(sources[source], parse_recipe(candidate.recipe), path, context, overwrite=True)
+                except SlimformerError as e:
+                    failed.append({"name": name, "recipe": candidate.recipe, "error": first_line(e)})
+                    console.print(f"  {name}: build failed: {first_line(e)}", highlight=False)
+                    update()
+                    continue
+            built.append({"name": name, "source": source, "candidate": candidate.name, "recipe": candidate.recipe,
+                          "path": str(path), "runtime": candidate.runtime, "options": candidate.options,
+                          "why": candidate.why})
+            update()
+    return built, failed
+
+
+def _variants(built: list[dict], threads: tuple[int, ...]) -> list[Variant]:
+    ordered = sorted(built, key=lambda b: (b["name"] != f"teacher-{BASELINE}",))  # the baseline is the reference
+    return [Variant(b["path"], b["runtime"], t, b["options"], name=f"{b['name']}-t{t}") for t in threads
+            for b in ordered]
+
+
+def optimize(model: str, data: DataSpec, out: Path, settings: OptimizeSettings = OptimizeSettings(),
+             resume: bool = False) -> dict:
+    """Run the whole job into `out`; returns the selection (also in results.json and the report)."""
+    from .. import recipes
+    from ..data import in_label_space, load_dataset
+    from ..hardware import fingerprint
+    from ..techniques import context_from_dataset, open_artifact
+    from ..techniques.base import content_key
+
+    out = Path(out)
+    dataset = load_dataset(data.source, data.text_column, data.label_column, data.split_column, data.seed)
+    artifact = open_artifact(model)
+    if artifact.format != "hf":
+        raise SlimformerError(f"optimize starts from a Hugging Face classifier; {model} is a built "
+                              f"{artifact.format} artifact")
+    model = str(artifact.path)
+    dataset = in_label_space(dataset, artifact.labels, model)
+    recipe = {"model": model, "model_key": content_key(artifact.path), "dataset": dataset.name,
+              "dataset_fingerprint": dataset.fingerprint, "threads": list(settings.threads),
+              "distill": {"enabled": settings.distill, "trials": settings.distill_trials,
+                          "student_layers": settings.student_layers}}
+    _prepare(out, recipe, resume)
+    total = 5
+    sources = {"teacher": model}
+    if settings.distill:
+        from ..distill import StudentSpec, distill
+
+        _stage(1, total, f"distilling a student from {model} ({settings.distill_trials} trial(s))")
+        summary = distill(model, data, out / "distill", StudentSpec(layers=settings.student_layers),
+                          settings.distill_trials, bench=False)
+        sources["student"] = summary["model"]
+    else:
+        _stage(1, total, "distillation skipped (pass --distill to add a smaller student)")
+
+    machine = fingerprint()
+    candidates = recipes.candidates(machine["cpu"], machine["gpu"], settings.include_slow)
+    unknown = set(settings.only) - {c.name for c in candidates}
+    if unknown:
+        raise SlimformerError(f"unknown candidate(s) {', '.join(sorted(unknown))}; this machine's are: "
+                              f"{', '.join(c.name for c in candidates)}")
+    chosen = [c for c in candidates if not settings.only or c.name in settings.only or c.name == BASELINE]
+    _stage(2, total, f"building {len(chosen)} candidate recipes for {len(sources)} model(s): "
+                     f"{', '.join(c.name for c in chosen)}")
+    context = context_from_dataset(dataset, settings.calibration_size)
+    built, failed = _build_variants(sources, chosen, out, context)
+
+    _stage(3, total, f"benchmarking {len(built)} artifacts at {', '.join(map(str, settings.threads))} thread(s)")
+    results = run_benchmark(_variants(built, settings.threads), data, settings.bench, out, resume=True,
+                                keep_going=True)
+    baseline = {t: f"teacher-{BASELINE}-t{t}" for t in settings.threads}
+    rows = assess(results["variants"], baseline, settings.budget)
+
+    _stage(4, total, "checking the accuracy budget; mixed-precision fallback where INT8 breaks it")
+    fallbacks = _fall_back(rows, built, sources, dataset, context, settings, out)
+    if fallbacks:
+        built += [f["variant"] for f in fallbacks if f.get("variant")]
+        results = run_benchmark(_variants(built, settings.threads), data, settings.bench, out, resume=True,
+                                keep_going=True)
+        rows = assess(results["variants"], baseline, settings.budget)
+
+    _stage(5, total, "selecting and writing the report")
+    selection = select(rows) | {"budget": asdict(settings.budget), "budget_text": settings.budget.describe(),
+                                "rows": rows, "built": built, "failed": failed,
+                                "fallbacks": [{k: v for k, v in f.items() if k != "variant"} for f in fallbacks]}
+    results["selection"] = selection
+    write_json(out / "results.json", results)
+    from .report import write_report
+
+    write_report(results, out)
+    return selection
+
+
+def _fall_back(rows, built, sources, dataset, context, settings, out) -> list[dict]:
+    """Mixed precision for each INT8 artifact whose only miss is accuracy (once per artifact, not per thread)."""
+    from ..runtimes import load_predictor
+    from ..techniques import build, parse_recipe
+    from .fallback import can_fall_back, mixed_precision
+
+    done, reports = set(), []
+    by_variant = {f"{b['name']}-t{t}": b for b in built for t in settings.threads}
+    for row in rows:
+        b = by_variant.get(row["name"])
+        if (not b or b["name"] in done or b["name"].endswith("-mixed") or row["within"]
+                or [m["what"] for m in row["misses"]] != ["accuracy"]):
+            continue
+        steps = parse_recipe(b["recipe"]) if b["recipe"] else []
+        if not can_fall_back(steps):
+            continue
+        done.add(b["name"])
+        record_path = out / "fallback" / f"{b['name']}.json"
+        target = out / "variants" / f"{b['name']}-mixed"
+        if record_path.is_file() and is_complete(target):
+            report = json.loads(record_path.read_text())
+        else:
+            float_artifact = build(sources[b["source"]], steps[:-1], None, context)
+            baseline = load_predictor(sources["teacher"], "torch", threads=None).evaluate(dataset["validation"])
+            with progress_bar(f"sensitivity of {b['name']}", None) as update:
+                report = mixed_precision(float_artifact, steps[-1], context, dataset["validation"],
+                                         baseline["accuracy"], settings.budget.max_accuracy_drop, target, update)
+            report |= {"from": b["name"], "test_drop_points": row["drop_points"]}
+            write_json(record_path, report)
+        console.print(f"  {b['name']}: {report['nodes']} quantizable nodes; kept {len(report['excluded'])} in float "
+                      f"({', '.join(report['excluded'][:4])}{'…' if len(report['excluded']) > 4 else ''}); "
+                      f"validation {'within' if report['within'] else 'still outside'} the budget", highlight=False)
+        variant = dict(b, name=f"{b['name']}-mixed", candidate=f"{b['candidate']}-mixed", path=str(target),
+                       recipe=b["recipe"] + f":exclude={'+'.join(report['excluded'])}",
+                       why=f"{b['why']}; {len(report['excluded'])} sensitive node(s) kept in float")
+        reports.append(report | {"variant": variant if is_complete(target) else None})
+    return reports
+
+
+__all__ = ["Budget", "OptimizeSettings", "miss_text", "optimize"]

@@ -1,0 +1,185 @@
+"""`slimformer optimize`: selection logic, mixed-precision fallback, resume after kill -9, report, bundle."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TOPICS, keyword_rows, make_tiny_classifier, write_csv
+from test_cli import assert_one_line_error, run
+
+from slimformer.bench.runner import BenchSettings, DataSpec
+from slimformer.optimize import OptimizeSettings, optimize
+from slimformer.optimize.select import Budget, assess, pareto_front, select
+
+QUICK = BenchSettings(latency_samples=20, warmup=2, batch_sizes=(1, 8), throughput_samples=16, cold_start_runs=0,
+                      settle_s=0.0)
+
+
+def _variant(name, accuracy, p50, size, threads=1):
+    return {"name": name, "threads": threads, "accuracy": accuracy, "macro_f1": accuracy, "size_mb": size,
+            "latency_ms": {"end_to_end": {"p50": p50}}}
+
+
+def test_selection_picks_the_fastest_inside_the_budget_not_the_first():
+    variants = [_variant("base", 0.90, 10.0, 96), _variant("a", 0.892, 4.0, 40), _variant("b", 0.893, 2.0, 23),
+                _variant("c", 0.85, 1.0, 20), _variant("d", 0.91, 8.0, 95)]
+    rows = assess(variants, {1: "base"}, Budget(max_accuracy_drop=1.0))
+    by = {r["name"]: r for r in rows}
+    assert by["c"]["misses"][0]["what"] == "accuracy" and by["c"]["drop_points"] == pytest.approx(5.0)
+    assert by["b"]["speedup"] == pytest.approx(5.0) and by["b"]["within"]
+    assert select(rows)["recommended"] == "b"  # a passes first; b is faster; c is fastest but too inaccurate
+    assert set(pareto_front(rows)) == {"b", "c", "d"}  # a loses to b on all three; base to d and b
+    tight = select(assess(variants, {1: "base"}, Budget(1.0, latency_ms=3.0, size_mb=22)))
+    assert tight["recommended"] is None and tight["closest"]["name"] == "b"
+    assert [m["what"] for m in tight["closest"]["misses"]] == ["size"]
+
+
+def test_speedup_is_against_the_baseline_at_the_same_thread_count():
+    variants = [_variant("base-t1", 0.9, 10.0, 90, 1), _variant("base-t2", 0.9, 6.0, 90, 2),
+                _variant("q-t2", 0.9, 2.0, 23, 2)]
+    rows = assess(variants, {1: "base-t1", 2: "base-t2"}, Budget())
+    assert {r["name"]: r["speedup"] for r in rows}["q-t2"] == pytest.approx(3.0)
+
+
+@pytest.fixture(scope="module")
+def topics_csv(tmp_path_factory) -> Path:
+    return write_csv(tmp_path_factory.mktemp("data") / "topics600.csv", keyword_rows(600, seed=1))
+
+
+@pytest.fixture(scope="module")
+def fragile_model(tmp_path_factory, topics_csv) -> Path:
+    """A trained tiny BERT whose pooler weight has one huge outlier feeding a dimension the classifier ignores:
+    FP32 is unaffected, but per-tensor INT8 of the pooler rounds every other pooler weight to zero."""
+    import torch
+    from transformers import BertForSequenceClassification
+
+    from slimformer.data import load_dataset
+    from slimformer.training import TrainConfig, train_classifier
+
+    root = tmp_path_factory.mktemp("models")
+    base = make_tiny_classifier(root / "base", sorted(TOPICS), seed=5)
+    trained = root / "trained"
+    train_classifier(str(base), load_dataset(str(topics_csv)), trained,
+                     TrainConfig(epochs=4, lr=3e-3, batch_size=16, max_length=16))
+    model = BertForSequenceClassification.from_pretrained(trained)
+    with torch.no_grad():
+        model.bert.pooler.dense.weight[0, 0] = 500.0
+        model.classifier.weight[:, 0] = 0.0
+    fragile = root / "fragile"
+    model.save_pretrained(fragile)
+    for f in trained.iterdir():
+        if f.name.startswith(("vocab", "tokenizer", "special")):
+            shutil.copy2(f, fragile / f.name)
+    return fragile
+
+
+def test_optimize_falls_back_to_mixed_precision_and_exports_a_bundle(tmp_path, fragile_model, topics_csv):
+    out = tmp_path / "run"
+    settings = OptimizeSettings(threads=(1,), only=("ort-int8-dynamic",), bench=QUICK)
+    selection = optimize(str(fragile_model), DataSpec(str(topics_csv)), out, settings)
+    rows = {r["name"]: r for r in selection["rows"]}
+    assert set(rows) == {"teacher-torch-fp32-t1", "teacher-ort-int8-dynamic-t1", "teacher-ort-int8-dynamic-mixed-t1"}
+    assert rows["teacher-torch-fp32-t1"]["accuracy"] > 0.9
+    assert not rows["teacher-ort-int8-dynamic-t1"]["within"]  # the outlier wrecks plain INT8
+    fallback = selection["fallbacks"][0]
+    assert fallback["ranking"][0]["node"].endswith("/bert/pooler/dense/Gemm")  # the sensitive node is found first
+    assert fallback["excluded"][0] == fallback["ranking"][0]["node"] and fallback["within"]
+    assert rows["teacher-ort-int8-dynamic-mixed-t1"]["within"]
+    assert selection["recommended"] in {n for n, r in rows.items() if r["within"]}
+    fastest = min((r for r in rows.values() if r["within"]), key=lambda r: r["latency_ms"])
+    assert selection["recommended"] == fastest["name"]
+    report = (out / "report.md").read_text()
+    assert "teacher-ort-int8-dynamic-mixed-t1" in report and "kept 1 in float (/model/bert/pooler/dense/Gemm)" in report
+    # bundle: exactly what a runtime needs, and it predicts
+    proc = run("export", str(out), "--variant", "teacher-ort-int8-dynamic-mixed-t1", "--out", str(tmp_path / "b"))
+    assert proc.returncode == 0, proc.stderr
+    files = sorted(p.name for p in (tmp_path / "b").iterdir())
+    assert "model.onnx" in files and "manifest.json" in files and not any(f.endswith(".safetensors") for f in files)
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["bundle"]["runtime"] == "onnxruntime" and manifest["labels"] == sorted(TOPICS)
+    (tmp_path / "texts.txt").write_text("the coach and the team scored a goal\nspicy pasta sauce for dinner\n")
+    proc = run("predict", str(tmp_path / "b"), "--input", str(tmp_path / "texts.txt"))
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(line)["label"] for line in proc.stdout.splitlines()] == ["sport", "food"]
+
+
+def test_budget_nothing_meets_still_reports_the_closest(tmp_path, tiny_bert, topics_csv):
+    out = tmp_path / "run"
+    proc = run("optimize", "--model", str(tiny_bert), "--data", str(topics_csv), "--out", str(out), "--threads", "1",
+               "--only", "ort-fp32", "--latency-budget-ms", "0.001", "--latency-samples", "10")
+    assert proc.returncode == 0, proc.stderr
+    assert "No variant meets the budget" in proc.stdout and "closest" in proc.stdout
+    assert (out / "report.html").is_file()
+    assert_one_line_error(run("export", str(out), "--out", str(tmp_path / "b")), "none is recommended")
+
+
+def _measured(results: Path) -> list[dict]:
+    try:
+        return json.loads(results.read_text())["variants"]
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def test_resume_after_kill(tmp_path, tiny_bert, tiny_distilbert, topics_csv):
+    out = tmp_path / "run"
+    args = ("optimize", "--model", str(tiny_bert), "--data", str(topics_csv), "--out", str(out), "--threads", "1,2",
+            "--only", "ort-fp32,ort-int8-dynamic", "--latency-samples", "10")
+    proc = subprocess.Popen([sys.executable, "-c", "from slimformer.cli import main; main()", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    deadline = time.time() + 300
+    while len(_measured(out / "results.json")) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = _measured(out / "results.json")
+    assert 2 <= len(before) < 6, "the run should have been killed part-way"
+    assert not (out / "report.html").exists()
+    assert_one_line_error(run(*args), "exists already", "--resume")
+    other = [a if a != str(tiny_bert) else str(tiny_distilbert) for a in args]
+    assert_one_line_error(run(*other, "--resume"), "run of another model")
+    finished = run(*args, "--resume")
+    assert finished.returncode == 0, finished.stderr
+    after = {v["name"]: v for v in _measured(out / "results.json")}
+    assert len(after) == 6
+    for v in before:  # measured before the kill: kept as they were, not measured again
+        assert after[v["name"]]["latency_ms"] == v["latency_ms"] and after[v["name"]]["seconds"] == v["seconds"]
+    assert (out / "report.html").is_file()
+
+
+def test_unwritable_output(tmp_path, tiny_bert, topics_csv):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert_one_line_error(run("optimize", "--model", str(tiny_bert), "--data", str(topics_csv), "--out",
+                              str(blocker / "run")), "cannot write to")
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="chromium not installed (make test installs Debian's chromium)")
+def test_report_renders_in_headless_chromium(tmp_path, tiny_bert, topics_csv):
+    out = tmp_path / "run"
+    optimize(str(tiny_bert), DataSpec(str(topics_csv)), out,
+             OptimizeSettings(threads=(1,), only=("ort-fp32",), bench=QUICK))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    url = (out / "report.html").resolve().as_uri()
+    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    assert 'id="chart-accuracy-latency"' in dom and "<svg" in dom and "Pareto front" in dom
+    assert dom.count("<tr") == 1 + 2  # header + the two variants
+    assert "teacher-ort-fp32-t1" in dom and "Recommended:" in dom
+    shot = tmp_path / "shot.png"
+    subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1200,1600", url], capture_output=True,
+                   timeout=120)
+    from PIL import Image
+
+    image = Image.open(shot).convert("L")
+    assert image.size == (1200, 1600) and len(set(image.getdata())) > 20  # drawn, not a blank page
