@@ -222,7 +222,7 @@ def optimize(
         threads=tuple(_ints(threads, "--threads")), distill=distill, distill_trials=distill_trials,
         student_layers=student_layers, include_slow=include_slow,
         only=tuple(x.strip() for x in (only or "").split(",") if x.strip()),
-        bench=BenchSettings(latency_samples=latency_samples, throughput_samples=128, cold_start_runs=1,
+        bench=BenchSettings(latency_samples=latency_samples, throughput_samples=128, cold_start_runs=0,
                             settle_s=0.5))
     run_optimize(model, DataSpec(data, text_column, label_column, split_column), out_dir, settings, resume)
     results = json.loads((out_dir / "results.json").read_text())

@@ -37,7 +37,8 @@ class OptimizeSettings:
     only: tuple[str, ...] = ()  # candidate names to build (empty: all this hardware supports)
     calibration_size: int = 256
     bench: BenchSettings = field(default_factory=lambda: BenchSettings(
-        latency_samples=200, throughput_samples=128, cold_start_runs=1, settle_s=0.5))
+        latency_samples=200, throughput_samples=128, cold_start_runs=0, settle_s=0.5))
+    cold_start_runs: int = 3  # fresh processes timed for the baselines and the recommended variant
 
 
 def _stage(number: int, total: int, text: str) -> None:
@@ -169,11 +170,30 @@ def optimize(model: str, data: DataSpec, out: Path, settings: OptimizeSettings =
                                 "rows": rows, "built": built, "failed": failed,
                                 "fallbacks": [{k: v for k, v in f.items() if k != "variant"} for f in fallbacks]}
     results["selection"] = selection
+    _cold_starts(results, selection, settings, data)
     write_json(out / "results.json", results)
     from .report import write_report
 
     write_report(results, out)
     return selection
+
+
+def _cold_starts(results: dict, selection: dict, settings: OptimizeSettings, data: DataSpec) -> None:
+    """Cold start (fresh processes, median) of the baselines and the chosen variant; the matrix skips it."""
+    from ..bench.runner import cold_start
+    from ..data import load_dataset
+
+    names = {r["baseline"] for r in selection["rows"]} | {selection["recommended"] or selection["closest"]["name"]}
+    todo = [v for v in results["variants"] if v["name"] in names and "cold_start" not in v]
+    if not settings.cold_start_runs or not todo:
+        return
+    text = load_dataset(data.source, data.text_column, data.label_column, data.split_column,
+                        data.seed)[settings.bench.split].texts[0]
+    with progress_bar("cold start", len(todo)) as update:
+        for v in todo:
+            variant = Variant(v["model"], v["runtime"], v["threads"], v["options"], v["name"])
+            v["cold_start"] = cold_start(variant, text, settings.cold_start_runs)
+            update()
 
 
 def _fall_back(rows, built, sources, dataset, context, settings, out) -> list[dict]:
