@@ -31,7 +31,8 @@ def main() -> None:
     args = parser.parse_args()
     train_classifier("minilm-l6", load_dataset("trec6"), TEACHER, TrainConfig())  # reused when present
     data = DataSpec("trec6")
-    base = DistillConfig(train=TrainConfig(epochs=4, lr=2e-4, max_length=64, precision="auto"))
+    base = DistillConfig(alpha=0.5, temperature=2.0,  # the search started here (the defaults came out of it)
+                         train=TrainConfig(epochs=4, lr=2e-4, max_length=64, precision="auto"))
     space = SearchSpace(epochs=(2, 8))
     searched = distill(str(TEACHER), data, args.runs / "kd-search", StudentSpec(layers=3), args.trials,
                        config=base, space=space, bench=False)

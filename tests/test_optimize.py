@@ -183,3 +183,16 @@ def test_report_renders_in_headless_chromium(tmp_path, tiny_bert, topics_csv):
 
     image = Image.open(shot).convert("L")
     assert image.size == (1200, 1600) and len(set(image.getdata())) > 20  # drawn, not a blank page
+
+
+def test_fallback_only_where_quantization_lost_the_accuracy():
+    from slimformer.optimize import needs_fallback
+
+    miss = {"what": "accuracy", "value": 2.0, "limit": 1.0, "unit": "points"}
+    slow = {"what": "latency", "value": 2.0, "limit": 1.0, "unit": "ms"}
+    fp32_ok = {"within": True, "misses": []}
+    fp32_bad = {"within": False, "misses": [miss]}  # e.g. a student already 2 points below the teacher
+    assert needs_fallback({"within": False, "misses": [miss]}, fp32_ok)
+    assert not needs_fallback({"within": False, "misses": [miss]}, fp32_bad)
+    assert not needs_fallback({"within": False, "misses": [miss, slow]}, fp32_ok)  # float would be slower still
+    assert not needs_fallback({"within": True, "misses": []}, fp32_ok)

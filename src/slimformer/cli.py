@@ -137,11 +137,11 @@ def distill(
     storage: Annotated[str | None, typer.Option(help="Optuna RDB URL shared by workers, e.g. postgresql://"
                                                 "host/db (default: SQLite in --out).")] = None,
     alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Weight of the hard-label loss (1: no "
-                                         "teacher, plain fine-tuning of the student).")] = 0.5,
-    temperature: Annotated[float, typer.Option(min=0.05, help="Softmax temperature of the soft targets.")] = 2.0,
-    lr: Annotated[float, typer.Option(min=0.0)] = 2e-4,
-    epochs: Annotated[int, typer.Option(min=1)] = 4,
-    max_epochs: Annotated[int, typer.Option(min=1, help="Most epochs a searched trial may train.")] = 6,
+                                         "teacher, plain fine-tuning of the student).")] = 0.35,
+    temperature: Annotated[float, typer.Option(min=0.05, help="Softmax temperature of the soft targets.")] = 7.5,
+    lr: Annotated[float, typer.Option(min=0.0)] = 2.7e-4,
+    epochs: Annotated[int, typer.Option(min=1)] = 6,
+    max_epochs: Annotated[int, typer.Option(min=1, help="Most epochs a searched trial may train.")] = 8,
     cosine_weight: Annotated[float, typer.Option(min=0.0, help="Weight of a [CLS] hidden-state cosine term "
                                                  "(student and teacher hidden sizes must match).")] = 0.0,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,

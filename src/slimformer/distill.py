@@ -34,10 +34,12 @@ class DistillError(SlimformerError):
 
 @dataclass(frozen=True)
 class DistillConfig:
-    alpha: float = 0.5  # weight of the hard-label cross-entropy; 1 - alpha goes to the teacher's soft targets
-    temperature: float = 2.0
+    """Defaults: the best trial of a 10-trial search on TREC-6 (MiniLM-L6 teacher -> 3 layers), rounded."""
+
+    alpha: float = 0.35  # weight of the hard-label cross-entropy; 1 - alpha goes to the teacher's soft targets
+    temperature: float = 7.5
     cosine_weight: float = 0.0  # beta of the optional [CLS] hidden-state cosine term
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, lr=2e-4, precision="auto"))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, lr=2.7e-4, precision="auto"))
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class SearchSpace:
     alpha: tuple[float, float] = (0.0, 0.9)
     temperature: tuple[float, float] = (1.0, 8.0)
     lr: tuple[float, float] = (5e-5, 5e-4)
-    epochs: tuple[int, int] = (2, 6)
+    epochs: tuple[int, int] = (2, 8)
 
 
 def distillation_loss(student_logits, teacher_logits, labels, alpha: float, temperature: float):
@@ -280,7 +282,7 @@ def distill(teacher: str, data, out: Path, student: StudentSpec = StudentSpec(),
     storage_url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     study = optuna.create_study(study_name=study_name, storage=open_storage(storage_url), direction="maximize",
                                 load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=config.train.seed),
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2))
     if not study.trials:
         study.enqueue_trial(_params(config))
     targets = teacher_targets(teacher_path, teacher_model, tokenizer, dataset, config.train.max_length)

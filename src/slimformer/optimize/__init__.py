@@ -196,6 +196,14 @@ def _cold_starts(results: dict, selection: dict, settings: OptimizeSettings, dat
             update()
 
 
+def needs_fallback(row: dict, source_fp32: dict | None) -> bool:
+    """Mixed precision can only win back what quantization lost: the variant must miss the budget on accuracy
+    alone, and the FP32 form of its own model (e.g. the student) must be inside the accuracy budget."""
+    if row["within"] or [m["what"] for m in row["misses"]] != ["accuracy"]:
+        return False
+    return source_fp32 is not None and not any(m["what"] == "accuracy" for m in source_fp32["misses"])
+
+
 def _fall_back(rows, built, sources, dataset, context, settings, out) -> list[dict]:
     """Mixed precision for each INT8 artifact whose only miss is accuracy (once per artifact, not per thread)."""
     from ..runtimes import load_predictor
@@ -204,10 +212,12 @@ def _fall_back(rows, built, sources, dataset, context, settings, out) -> list[di
 
     done, reports = set(), []
     by_variant = {f"{b['name']}-t{t}": b for b in built for t in settings.threads}
+    by_row = {r["name"]: r for r in rows}
     for row in rows:
         b = by_variant.get(row["name"])
-        if (not b or b["name"] in done or b["name"].endswith("-mixed") or row["within"]
-                or [m["what"] for m in row["misses"]] != ["accuracy"]):
+        if not b or b["name"] in done or b["name"].endswith("-mixed"):
+            continue
+        if not needs_fallback(row, by_row.get(f"{b['source']}-{BASELINE}-t{row['threads']}")):
             continue
         steps = parse_recipe(b["recipe"]) if b["recipe"] else []
         if not can_fall_back(steps):
@@ -231,8 +241,8 @@ def _fall_back(rows, built, sources, dataset, context, settings, out) -> list[di
         variant = dict(b, name=f"{b['name']}-mixed", candidate=f"{b['candidate']}-mixed", path=str(target),
                        recipe=b["recipe"] + f":exclude={'+'.join(report['excluded'])}",
                        why=f"{b['why']}; {len(report['excluded'])} sensitive node(s) kept in float")
-        reports.append(report | {"variant": variant if is_complete(target) else None})
+        reports.append(report | {"variant": variant if report["within"] and is_complete(target) else None})
     return reports
 
 
-__all__ = ["Budget", "OptimizeSettings", "miss_text", "optimize"]
+__all__ = ["Budget", "OptimizeSettings", "miss_text", "needs_fallback", "optimize"]

@@ -44,12 +44,16 @@ def bubble_chart(rows: list[dict], selection: dict) -> str:
         ax.scatter([r["latency_ms"] for r in group], [100 * r["accuracy"] for r in group],
                    s=[(r["size_mb"] or 1.0) * scale for r in group], alpha=0.45, color=color,
                    edgecolors="k", linewidths=0.5, label=f"{t} thread{'s' if t > 1 else ''}")
-    front = sorted((r for r in rows if r["name"] in selection["pareto"]), key=lambda r: r["latency_ms"])
-    ax.plot([r["latency_ms"] for r in front], [100 * r["accuracy"] for r in front], "k--", lw=1,
-            label="Pareto front")
+    front, best = [], -1.0  # the accuracy-latency front: each point more accurate than every faster one
+    for r in sorted(rows, key=lambda r: (r["latency_ms"], -r["accuracy"])):
+        if r["accuracy"] > best:
+            front.append(r)
+            best = r["accuracy"]
+    ax.step([r["latency_ms"] for r in front], [100 * r["accuracy"] for r in front], "k--", lw=1, where="post",
+            label="Pareto front (accuracy, latency)")
     for r in rows:
         baseline, chosen = r["name"] == r["baseline"], r["name"] == selection["recommended"]
-        if baseline or chosen or r["name"] in selection["pareto"]:
+        if baseline or chosen or r in front:
             ax.annotate(r["name"] + (" (baseline)" if baseline else " (recommended)" if chosen else ""),
                         (r["latency_ms"], 100 * r["accuracy"]), fontsize=7, xytext=(4, 4),
                         textcoords="offset points", weight="bold" if chosen else "normal")
@@ -60,7 +64,7 @@ def bubble_chart(rows: list[dict], selection: dict) -> str:
                        edgecolors="red", linewidths=2, zorder=3)
     ax.set_xscale("log")
     ax.set(xlabel="end-to-end latency p50 at batch 1 (ms, log scale)", ylabel="accuracy (%)",
-           title="Accuracy vs latency (bubble area = size on disk; * = baseline)")
+           title="Accuracy vs latency (bubble area = size on disk; * = baseline; o = recommended)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="lower right", markerscale=0.4)
     return _svg(fig)
