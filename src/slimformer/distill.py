@@ -46,7 +46,7 @@ class DistillConfig:
 class SearchSpace:
     """Ranges Optuna samples from; the first trial always runs the given DistillConfig."""
 
-    alpha: tuple[float, float] = (0.0, 0.9)
+    alpha: tuple[float, float] = (0.0, 1.0)  # 1.0 = no teacher: the search may find the teacher does not help
     temperature: tuple[float, float] = (1.0, 8.0)
     lr: tuple[float, float] = (5e-5, 5e-4)
     epochs: tuple[int, int] = (2, 8)
@@ -282,7 +282,7 @@ def distill(teacher: str, data, out: Path, student: StudentSpec = StudentSpec(),
     storage_url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     study = optuna.create_study(study_name=study_name, storage=open_storage(storage_url), direction="maximize",
                                 load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=config.train.seed),
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2))
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=3))  # epoch >= 3
     if not study.trials:
         study.enqueue_trial(_params(config))
     targets = teacher_targets(teacher_path, teacher_model, tokenizer, dataset, config.train.max_length)
