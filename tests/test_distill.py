@@ -152,10 +152,13 @@ def test_two_trial_study_on_sqlite(tmp_path, teacher4, topics_csv):
     dataset = load_dataset(str(topics_csv))
     artifact = build(str(out / "model"), parse_recipe("onnx"), tmp_path / "onnx", context_from_dataset(dataset, 32))
     assert artifact.format == "onnx" and artifact.manifest["steps"][0]["check"]["label_flip_rate"] == 0
-    # run again: nothing retrained, the same answer
+    # run again: nothing retrained, the same answer; this time teacher and student are benchmarked
     again = distill(str(teacher4), DataSpec(str(topics_csv)), out, StudentSpec(layers=2), trials=2, config=config,
-                    bench=False)
+                    bench=True)
     assert again["trial"] == summary["trial"] and again["trials"] == 2
+    results = json.loads((out / "results.json").read_text())
+    assert [v["name"] for v in results["variants"]] == ["teacher", "student"]
+    assert results["variants"][1]["accuracy"] == pytest.approx(summary["metrics"]["test"]["accuracy"])
 
 
 def _finished(db: Path) -> list[tuple]:
