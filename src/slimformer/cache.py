@@ -22,6 +22,12 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_text(path: Path, text: str) -> None:
     """Write to a temporary name in the same directory, then rename it into place."""
     path = Path(path)
@@ -33,6 +39,7 @@ def write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results and bundles are for others to read
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
@@ -68,6 +75,7 @@ def atomic_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial"))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     except OSError as e:
         raise OutputError(f"cannot write to {final.parent}: {e.strerror or e}") from None
     try:
