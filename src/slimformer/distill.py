@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import MANIFEST, cache_dir, is_complete, read_manifest, write_json
+from .cache import cache_dir, is_complete, read_manifest, write_json
 from .data import Dataset, in_label_space
 from .errors import ModelError, OutputError, SlimformerError, first_line
 from .models import load_classifier, load_tokenizer, quiet_transformers, resolve
@@ -72,8 +72,11 @@ def cosine_loss(student_states, teacher_states):
 
 # ---- the student ------------------------------------------------------------------------------------------------
 
+LAYER_FIELDS = ("num_hidden_layers", "n_layers", "num_layers")  # BERT-likes, DistilBERT, others
+
+
 def layer_count(config) -> int:
-    for name in ("num_hidden_layers", "n_layers", "num_layers"):
+    for name in LAYER_FIELDS:
         if isinstance(getattr(config, name, None), int):
             return getattr(config, name)
     raise ModelError(f"cannot tell how many layers a {config.model_type} model has")
@@ -110,7 +113,7 @@ def student_from_teacher(teacher, student_layers: int):
     parent, attr = _layer_list(student, n)
     layers = getattr(parent, attr)
     setattr(parent, attr, torch.nn.ModuleList([layers[i] for i in keep]))
-    for name in ("num_hidden_layers", "n_layers", "num_layers"):
+    for name in LAYER_FIELDS:
         if isinstance(getattr(student.config, name, None), int):
             setattr(student.config, name, student_layers)
     return student
@@ -140,13 +143,12 @@ def student_from_checkpoint(path: str, teacher, teacher_tokenizer, labels: list[
 
 # ---- the teacher's targets ------------------------------------------------------------------------------------
 
-def teacher_targets(teacher_path: Path, teacher, tokenizer, dataset: Dataset, max_length: int) -> dict:
-    """The teacher's logits and last-layer [CLS] states on every training text, cached on disk."""
+def teacher_targets(teacher_key: str, teacher, tokenizer, dataset: Dataset, max_length: int) -> dict:
+    """The teacher's logits and last-layer [CLS] states on every training text, cached on disk
+    (`teacher_key`: the teacher's content hash)."""
     import torch
 
-    from .techniques.base import content_key
-
-    key = f"{content_key(teacher_path)}-{dataset.fingerprint}-{max_length}"
+    key = f"{teacher_key}-{dataset.fingerprint}-{max_length}"
     path = cache_dir() / "teacher-targets" / f"{key}.npz"
     if path.is_file():
         with np.load(path) as f:
@@ -285,7 +287,7 @@ def distill(teacher: str, data, out: Path, student: StudentSpec = StudentSpec(),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=3))  # epoch >= 3
     if not study.trials:
         study.enqueue_trial(_params(config))
-    targets = teacher_targets(teacher_path, teacher_model, tokenizer, dataset, config.train.max_length)
+    targets = teacher_targets(recipe["teacher_key"], teacher_model, tokenizer, dataset, config.train.max_length)
     trials_dir = out / "trials"
     remaining = trials - len(_finished(study))
 
@@ -405,4 +407,4 @@ def plot_curves(trials: list[dict], best: int, teacher_accuracy: float, path: Pa
 
 
 __all__ = ["DistillConfig", "SearchSpace", "StudentSpec", "distill", "distillation_loss", "kept_layers",
-           "student_from_teacher", "student_from_checkpoint", "teacher_targets", "MANIFEST"]
+           "student_from_teacher", "student_from_checkpoint", "teacher_targets"]

@@ -210,7 +210,7 @@ def _fall_back(rows, built, sources, dataset, context, settings, out) -> list[di
     from ..techniques import build, parse_recipe
     from .fallback import can_fall_back, mixed_precision
 
-    done, reports = set(), []
+    done, reports, baseline = set(), [], None
     by_variant = {f"{b['name']}-t{t}": b for b in built for t in settings.threads}
     by_row = {r["name"]: r for r in rows}
     for row in rows:
@@ -229,7 +229,8 @@ def _fall_back(rows, built, sources, dataset, context, settings, out) -> list[di
             report = json.loads(record_path.read_text())
         else:
             float_artifact = build(sources[b["source"]], steps[:-1], None, context)
-            baseline = load_predictor(sources["teacher"], "torch", threads=None).evaluate(dataset["validation"])
+            if baseline is None:  # the teacher's validation accuracy, once for all fallbacks
+                baseline = load_predictor(sources["teacher"], "torch", threads=None).evaluate(dataset["validation"])
             with progress_bar(f"sensitivity of {b['name']}", None) as update:
                 report = mixed_precision(float_artifact, steps[-1], context, dataset["validation"],
                                          baseline["accuracy"], settings.budget.max_accuracy_drop, target, update)
