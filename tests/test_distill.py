@@ -22,6 +22,7 @@ from slimformer.distill import (
     DistillConfig,
     DistillError,
     StudentSpec,
+    augment_texts,
     distill,
     distillation_loss,
     kept_layers,
@@ -59,6 +60,39 @@ def test_loss_matches_hand_computation(alpha, temperature):
     expected = alpha * ce + (1 - alpha) * temperature ** 2 * kl
     got = distillation_loss(torch.tensor(s), torch.tensor(t), torch.tensor(y), alpha, temperature)
     assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("alpha,temperature", [(0.3, 2.0), (1.0, 3.0)])
+def test_unlabelled_examples_get_the_soft_term_alone(alpha, temperature):
+    rng = np.random.default_rng(1)
+    s, t = rng.normal(size=(6, 4)) * 3, rng.normal(size=(6, 4)) * 3
+    y = np.array([0, 3, 1, 1, 2, 0])
+    labelled = np.array([True, True, False, True, False, False])
+    ce = -np.log(_softmax(s)[np.arange(6), y])
+    p_t, p_s = _softmax(t / temperature), _softmax(s / temperature)
+    kl = (p_t * (np.log(p_t) - np.log(p_s))).sum(-1)
+    a = np.where(labelled, alpha, 0.0)
+    expected = (a * ce + (1 - a) * temperature ** 2 * kl).mean()
+    got = distillation_loss(torch.tensor(s), torch.tensor(t), torch.tensor(y), alpha, temperature,
+                            torch.tensor(labelled))
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+    every = distillation_loss(torch.tensor(s), torch.tensor(t), torch.tensor(y), alpha, temperature,
+                              torch.ones(6, dtype=torch.bool))
+    assert every.item() == pytest.approx(distillation_loss(torch.tensor(s), torch.tensor(t), torch.tensor(y),
+                                                           alpha, temperature).item(), rel=1e-6)
+
+
+def test_augmented_copies_are_perturbed_deterministically():
+    texts = [r["text"] for r in keyword_rows(60)]
+    copies = augment_texts(texts, 2, "[MASK]", seed=7)
+    assert len(copies) == 120 and copies == augment_texts(texts, 2, "[MASK]", seed=7)
+    assert copies != augment_texts(texts, 2, "[MASK]", seed=8)
+    changed = sum(c != t for c, t in zip(copies, texts * 2, strict=True))
+    assert 0.3 * len(copies) < changed < len(copies)  # most texts are touched, not all, none emptied
+    assert any("[MASK]" in c for c in copies) and all(c.strip() for c in copies)
+    vocabulary = {w for t in texts for w in t.split()} | {"[MASK]"}
+    assert all(set(c.split()) <= vocabulary for c in copies)
+    assert all(len(c.split()) <= len(t.split()) for c, t in zip(copies, texts * 2, strict=True))
 
 
 def test_loss_is_zero_kl_when_student_equals_teacher():
@@ -131,7 +165,7 @@ def test_two_trial_study_on_sqlite(tmp_path, teacher4, topics_csv):
     from slimformer.techniques import build, context_from_dataset, parse_recipe
 
     out = tmp_path / "kd"
-    config = DistillConfig(alpha=0.5, temperature=2.0, cosine_weight=0.1,
+    config = DistillConfig(alpha=0.5, temperature=2.0, cosine_weight=0.1, augment=1,
                            train=TrainConfig(epochs=2, lr=3e-3, batch_size=32, max_length=16, precision="auto"))
     summary = distill(str(teacher4), DataSpec(str(topics_csv)), out, StudentSpec(layers=2), trials=2, config=config,
                       bench=False)
@@ -142,6 +176,7 @@ def test_two_trial_study_on_sqlite(tmp_path, teacher4, topics_csv):
     assert [t["state"] for t in trials] == ["COMPLETE", "COMPLETE"]
     assert trials[0]["params"] == {"alpha": 0.5, "temperature": 2.0, "lr": 3e-3, "epochs": 2}  # the given config
     assert len(trials[0]["history"]) == 2 and trials[1]["params"] != trials[0]["params"]
+    assert manifest["train_samples"] == 2 * len(load_dataset_split(topics_csv))  # train texts + one copy each
     best = json.loads((out / "best_params.json").read_text())
     assert best["validation_accuracy"] == max(t["value"] for t in trials)
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
@@ -159,6 +194,12 @@ def test_two_trial_study_on_sqlite(tmp_path, teacher4, topics_csv):
     results = json.loads((out / "results.json").read_text())
     assert [v["name"] for v in results["variants"]] == ["teacher", "student"]
     assert results["variants"][1]["accuracy"] == pytest.approx(summary["metrics"]["test"]["accuracy"])
+
+
+def load_dataset_split(path: Path):
+    from slimformer.data import load_dataset
+
+    return load_dataset(str(path))["train"]
 
 
 def _finished(db: Path) -> list[tuple]:

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from .distill import DistillConfig
 from .errors import SlimformerError
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ TextCol = Annotated[str, typer.Option(help="Column holding the text (files and H
 LabelCol = Annotated[str, typer.Option(help="Column holding the label (files and HF datasets).")]
 SplitCol = Annotated[str | None, typer.Option(help="Column assigning rows to train/validation/test; "
                                               "without it a seeded stratified 80/10/10 split is made.")]
+KD = DistillConfig()  # the distillation defaults, shown by `distill --help`
 
 
 def _ints(value: str, option: str) -> list[int]:
@@ -137,11 +139,15 @@ def distill(
     storage: Annotated[str | None, typer.Option(help="Optuna RDB URL shared by workers, e.g. postgresql://"
                                                 "host/db (default: SQLite in --out).")] = None,
     alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Weight of the hard-label loss (1: no "
-                                         "teacher, plain fine-tuning of the student).")] = 0.35,
-    temperature: Annotated[float, typer.Option(min=0.05, help="Softmax temperature of the soft targets.")] = 7.5,
-    lr: Annotated[float, typer.Option(min=0.0)] = 2.7e-4,
-    epochs: Annotated[int, typer.Option(min=1)] = 6,
+                                         "teacher, plain fine-tuning of the student).")] = KD.alpha,
+    temperature: Annotated[float, typer.Option(min=0.05, help="Softmax temperature of the soft targets.")] = \
+        KD.temperature,
+    lr: Annotated[float, typer.Option(min=0.0)] = KD.train.lr,
+    epochs: Annotated[int, typer.Option(min=1)] = KD.train.epochs,
     max_epochs: Annotated[int, typer.Option(min=1, help="Most epochs a searched trial may train.")] = 8,
+    augment: Annotated[int, typer.Option(min=0, help="Perturbed copies of every training text (words deleted, "
+                                         "masked, replaced, swapped) that the teacher labels: a larger transfer "
+                                         "set; training takes (1 + N) times as long.")] = KD.augment,
     cosine_weight: Annotated[float, typer.Option(min=0.0, help="Weight of a [CLS] hidden-state cosine term "
                                                  "(student and teacher hidden sizes must match).")] = 0.0,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
@@ -157,7 +163,7 @@ def distill(
     Example: slimformer distill --teacher runs/teacher --data trec6 --student-layers 3 --trials 8 --out runs/kd
     """
     from .bench.runner import DataSpec
-    from .distill import DistillConfig, SearchSpace, StudentSpec
+    from .distill import SearchSpace, StudentSpec
     from .distill import distill as run_distill
     from .models import resolve
     from .training import TrainConfig
@@ -166,7 +172,7 @@ def distill(
         from .cache import read_manifest
 
         max_length = read_manifest(Path(resolve(teacher))).get("max_length") or 128
-    config = DistillConfig(alpha=alpha, temperature=temperature, cosine_weight=cosine_weight,
+    config = DistillConfig(alpha=alpha, temperature=temperature, cosine_weight=cosine_weight, augment=augment,
                            train=TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
                                              seed=seed, precision=precision))
     space = SearchSpace(epochs=(min(2, max_epochs), max_epochs))

@@ -1,10 +1,13 @@
 """Knowledge distillation into a smaller student, with an Optuna search over alpha, T, learning rate and epochs.
 
 Loss: alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(softmax(teacher/T) || softmax(student/T)),
-plus optionally beta * (1 - cos) between the students' and teacher's last-layer [CLS] states. The teacher's
-outputs on the training texts are computed once and cached: on a CPU the teacher's forward pass is the
-expensive part. The study lives in an Optuna RDB storage (SQLite in the run directory by default) so an
-interrupted search resumes and workers on several machines can share one study.
+plus optionally beta * (1 - cos) between the students' and teacher's last-layer [CLS] states. The transfer
+set is the training texts plus `augment` perturbed copies of each (words deleted, masked, replaced or
+swapped), which carry the teacher's soft targets only: on a small dataset the teacher's answers on more
+inputs than the labelled ones are what a student learns from it. The teacher's outputs on the transfer
+set are computed once and cached: on a CPU the teacher's forward pass is the expensive part. The study
+lives in an Optuna RDB storage (SQLite in the run directory by default) so an interrupted search resumes
+and workers on several machines can share one study.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class DistillConfig:
     alpha: float = 0.35  # weight of the hard-label cross-entropy; 1 - alpha goes to the teacher's soft targets
     temperature: float = 7.5
     cosine_weight: float = 0.0  # beta of the optional [CLS] hidden-state cosine term
+    augment: int = 0  # perturbed copies of every training text, labelled by the teacher only
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, lr=2.7e-4, precision="auto"))
 
 
@@ -52,16 +56,58 @@ class SearchSpace:
     epochs: tuple[int, int] = (2, 8)
 
 
-def distillation_loss(student_logits, teacher_logits, labels, alpha: float, temperature: float):
-    """alpha * CE + (1 - alpha) * T^2 * KL(teacher_T || student_T), averaged over the batch (in float32)."""
+def distillation_loss(student_logits, teacher_logits, labels, alpha: float, temperature: float, labelled=None):
+    """alpha * CE + (1 - alpha) * T^2 * KL(teacher_T || student_T), averaged over the batch (in float32).
+
+    `labelled` (bool per example, default all): examples without a trustworthy label (augmented texts) get
+    the soft term alone."""
+    import torch
     import torch.nn.functional as F
 
     s, t = student_logits.float(), teacher_logits.float()
-    hard = F.cross_entropy(s, labels)
-    if alpha >= 1.0:
-        return hard
-    soft = F.kl_div(F.log_softmax(s / temperature, -1), F.softmax(t / temperature, -1), reduction="batchmean")
-    return alpha * hard + (1.0 - alpha) * temperature ** 2 * soft
+    hard = F.cross_entropy(s, labels, reduction="none")
+    if alpha >= 1.0 and labelled is None:
+        return hard.mean()
+    soft = F.kl_div(F.log_softmax(s / temperature, -1), F.softmax(t / temperature, -1), reduction="none").sum(-1)
+    weight = torch.full_like(hard, alpha) if labelled is None else torch.where(labelled, alpha, 0.0).to(hard)
+    return (weight * hard + (1.0 - weight) * temperature ** 2 * soft).mean()
+
+
+def augment_texts(texts: list[str], copies: int, mask_token: str, seed: int, rate: float = 0.15) -> list[str]:
+    """`copies` perturbed versions of every text (all of the first copy, then the second...): each word is
+    deleted, replaced by the mask token or by a random word of `texts` with probability rate/3 each, and in
+    30% of the texts two neighbouring words swap. Deterministic in `seed`."""
+    rng = np.random.default_rng(seed)
+    vocabulary = sorted({w for t in texts for w in t.split()})
+    out = []
+    for _ in range(copies):
+        for text in texts:
+            words = []
+            for word in text.split():
+                u = rng.random()
+                if u >= rate:
+                    words.append(word)
+                elif u >= rate / 3:
+                    words.append(mask_token if u < 2 * rate / 3 else vocabulary[rng.integers(len(vocabulary))])
+            if len(words) > 2 and rng.random() < 0.3:
+                i = rng.integers(len(words) - 1)
+                words[i], words[i + 1] = words[i + 1], words[i]
+            out.append(" ".join(words) or text)
+    return out
+
+
+def transfer_set(dataset: Dataset, augment: int, mask_token: str | None, seed: int) -> tuple[Dataset, int]:
+    """(the dataset with its train split grown by `augment` perturbed copies, how many texts are labelled)."""
+    from .data import Split
+
+    train = dataset["train"]
+    if not augment:
+        return dataset, len(train)
+    if not mask_token:
+        raise DistillError("--augment needs a tokenizer with a mask token; use --augment 0")
+    texts = train.texts + augment_texts(train.texts, augment, mask_token, seed)
+    labels = np.concatenate([train.labels] * (augment + 1))  # augmented rows keep their source label, unused
+    return replace(dataset, splits={**dataset.splits, "train": Split(texts, labels)}), len(train)
 
 
 def cosine_loss(student_states, teacher_states):
@@ -143,17 +189,16 @@ def student_from_checkpoint(path: str, teacher, teacher_tokenizer, labels: list[
 
 # ---- the teacher's targets ------------------------------------------------------------------------------------
 
-def teacher_targets(teacher_key: str, teacher, tokenizer, dataset: Dataset, max_length: int) -> dict:
-    """The teacher's logits and last-layer [CLS] states on every training text, cached on disk
+def teacher_targets(teacher_key: str, teacher, tokenizer, texts: list[str], max_length: int) -> dict:
+    """The teacher's logits and last-layer [CLS] states on every text of the transfer set, cached on disk
     (`teacher_key`: the teacher's content hash)."""
     import torch
 
-    key = f"{teacher_key}-{dataset.fingerprint}-{max_length}"
-    path = cache_dir() / "teacher-targets" / f"{key}.npz"
+    digest = hashlib.sha256("\x1e".join(texts).encode()).hexdigest()[:16]
+    path = cache_dir() / "teacher-targets" / f"{teacher_key}-{digest}-{max_length}.npz"
     if path.is_file():
         with np.load(path) as f:
             return {k: f[k] for k in f.files}
-    texts = dataset["train"].texts
     logits, states = [], []
     with torch.inference_mode(), progress_bar("teacher outputs on the training texts", len(texts)) as update:
         for i in range(0, len(texts), 64):
@@ -172,11 +217,13 @@ def teacher_targets(teacher_key: str, teacher, tokenizer, dataset: Dataset, max_
 
 
 def train_student(student, tokenizer, dataset: Dataset, targets: dict, config: DistillConfig, title: str,
-                  on_epoch=None) -> dict:
-    """Train `student` in place with the distillation loss; returns fit()'s record."""
+                  on_epoch=None, labelled: int | None = None) -> dict:
+    """Train `student` in place with the distillation loss on the transfer set `dataset` (whose first
+    `labelled` training texts carry real labels; default all); returns fit()'s record."""
     import torch
 
     soft, cls = torch.from_numpy(targets["logits"]), torch.from_numpy(targets["cls"])
+    labelled = len(dataset["train"]) if labelled is None else labelled
     beta = config.cosine_weight
     if beta and student.config.hidden_size != cls.shape[1]:
         raise DistillError(f"the cosine term needs the student's hidden size to match the teacher's "
@@ -186,7 +233,7 @@ def train_student(student, tokenizer, dataset: Dataset, targets: dict, config: D
         index = torch.from_numpy(idx)
         out = model(**{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=bool(beta))
         loss = distillation_loss(out.logits, soft[index].to(out.logits.device), batch["labels"], config.alpha,
-                                 config.temperature)
+                                 config.temperature, (index < labelled).to(out.logits.device))
         if beta:
             loss = loss + beta * cosine_loss(out.hidden_states[-1][:, 0], cls[index].to(out.logits.device))
         return loss
@@ -287,7 +334,13 @@ def distill(teacher: str, data, out: Path, student: StudentSpec = StudentSpec(),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=3))  # epoch >= 3
     if not study.trials:
         study.enqueue_trial(_params(config))
-    targets = teacher_targets(recipe["teacher_key"], teacher_model, tokenizer, dataset, config.train.max_length)
+    transfer, labelled = transfer_set(dataset, config.augment, tokenizer.mask_token, config.train.seed)
+    targets = teacher_targets(recipe["teacher_key"], teacher_model, tokenizer, transfer["train"].texts,
+                              config.train.max_length)
+
+    def train(model, trial_config: DistillConfig, title: str, on_epoch=None) -> dict:
+        return train_student(model, tokenizer, transfer, targets, trial_config, title, on_epoch, labelled)
+
     trials_dir = out / "trials"
     remaining = trials - len(_finished(study))
 
@@ -302,8 +355,7 @@ def distill(teacher: str, data, out: Path, student: StudentSpec = StudentSpec(),
                 raise optuna.TrialPruned()
 
         params = ", ".join(f"{k} {v:.3g}" for k, v in trial.params.items())
-        trained = train_student(model, tokenizer, dataset, targets, trial_config,
-                                f"trial {trial.number} ({params})", on_epoch)
+        trained = train(model, trial_config, f"trial {trial.number} ({params})", on_epoch)
         value = max(h["val_accuracy"] for h in trained["history"])
         complete = [t.value for t in study.get_trials(deepcopy=False) if t.value is not None]
         if not complete or value > max(complete):  # keep the checkpoint of the best trial so far only
@@ -320,11 +372,11 @@ def distill(teacher: str, data, out: Path, student: StudentSpec = StudentSpec(),
     if remaining > 0:
         study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(
             trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))])
-    return _finish(study, out, teacher_model, tokenizer, labels, dataset, targets, config, make_student,
-                   recipe, data, bench)
+    return _finish(study, out, teacher_model, tokenizer, labels, dataset, config, make_student, train, recipe,
+                   data, bench)
 
 
-def _finish(study, out: Path, teacher_model, tokenizer, labels, dataset, targets, config, make_student, recipe,
+def _finish(study, out: Path, teacher_model, tokenizer, labels, dataset, config, make_student, train, recipe,
             data, bench: bool) -> dict:
     """Put the best trial's student into out/model with its manifest; write trials, curves and results."""
     import optuna
@@ -341,8 +393,7 @@ def _finish(study, out: Path, teacher_model, tokenizer, labels, dataset, targets
             trained = {k: v for k, v in read_manifest(trial_dir).items() if k not in ("params", "trial")}
         else:  # the best trial ran on another worker: train its configuration again here
             student = make_student()
-            trained = train_student(student, tokenizer, dataset, targets, best_config,
-                                    f"retraining trial {best.number}")
+            trained = train(student, best_config, f"retraining trial {best.number}")
         teacher_metrics = evaluate_splits(teacher_model, tokenizer, dataset, config.train.max_length)
         manifest = {"kind": "hf-classifier", "created_by": "slimformer distill", "recipe": recipe,
                     "trial": best.number, "params": best.params, **trained, "labels": labels,
@@ -406,5 +457,6 @@ def plot_curves(trials: list[dict], best: int, teacher_accuracy: float, path: Pa
     os.replace(tmp, path)
 
 
-__all__ = ["DistillConfig", "SearchSpace", "StudentSpec", "distill", "distillation_loss", "kept_layers",
+__all__ = ["DistillConfig", "SearchSpace", "StudentSpec", "augment_texts", "distill", "distillation_loss",
+           "kept_layers",
            "student_from_teacher", "student_from_checkpoint", "teacher_targets"]

@@ -47,11 +47,36 @@ def test_fusion_statistics_and_graph_level(tiny_bert, context, texts):
     artifact = build(tiny_bert, parse_recipe("onnx,ort-optimize:level=extended"), context=context)
     stats = artifact.manifest["steps"][-1]["stats"]
     assert stats["graph_optimization_level"] == "extended"
-    assert stats["fusion"]["Attention"] == 2 and stats["fusion"]["SkipLayerNormalization"] >= 2
-    assert stats["fusion"]["EmbedLayerNormalization"] == 1
+    assert stats["fusion"]["Attention"] == 2 and stats["fusion"]["EmbedLayerNormalization"] == 1
+    # SkipLayerNormalization and BiasGelu stay unfused unless asked for (slow CPU kernel; bias kept in the MatMul)
+    assert "SkipLayerNormalization" not in stats["fusion"] and "BiasGelu" not in stats["fusion"]
+    assert stats["fusion"]["LayerNormalization"] >= 4
     predictor = load_predictor(artifact.path, "onnxruntime")
     assert predictor.describe()["graph_optimization_level"] == "extended"
     np.testing.assert_allclose(predictor.logits(texts), load_predictor(tiny_bert).logits(texts), atol=1e-4)
+    fused = build(tiny_bert, parse_recipe("onnx,ort-optimize:skip_layer_norm=true:bias_gelu=true"), context=context)
+    assert fused.manifest["steps"][-1]["stats"]["fusion"]["SkipLayerNormalization"] >= 2
+    assert fused.manifest["steps"][-1]["stats"]["fusion"]["BiasGelu"] == 2
+    np.testing.assert_allclose(load_predictor(fused.path).logits(texts), predictor.logits(texts), atol=1e-4)
+
+
+def test_session_leaves_skip_layer_norm_unfused_on_cpu(tiny_bert, context, texts, tmp_path):
+    from slimformer.runtimes.onnxruntime import open_session
+    from slimformer.techniques.quantize_onnx import op_counts
+
+    artifact = build(tiny_bert, parse_recipe("onnx,ort-optimize"), context=context)  # LayerNorms left unfused
+    counts = {}
+    for fuse in ("false", "true"):
+        session, disabled = open_session(artifact.path / "model.onnx", fuse_skip_layer_norm=fuse,
+                                         save_optimized=tmp_path / f"{fuse}.onnx")
+        counts[fuse] = op_counts(tmp_path / f"{fuse}.onnx")
+        assert disabled == ([] if fuse == "true" else ["SkipLayerNormFusion"])
+    assert counts["false"]["SkipLayerNormalization"] == 0 and counts["false"]["LayerNormalization"] >= 4
+    assert counts["true"]["SkipLayerNormalization"] >= 4
+    default = load_predictor(artifact.path, "onnxruntime")
+    assert default.describe()["disabled_optimizers"] == ["SkipLayerNormFusion"]
+    fused = load_predictor(artifact.path, "onnxruntime", fuse_skip_layer_norm="true")
+    np.testing.assert_allclose(default.logits(texts), fused.logits(texts), atol=1e-5)
 
 
 def test_build_is_cached_by_content(tiny_bert, context, monkeypatch):

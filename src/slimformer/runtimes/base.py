@@ -13,6 +13,26 @@ from ..errors import ModelError
 from ..metrics import classification_metrics
 
 DEFAULT_MAX_LENGTH = 128
+ENCODING_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+
+
+def fast_encoder(tokenizer, max_length: int):
+    """A copy of a fast tokenizer's Rust backend set to pad to the longest text and truncate at `max_length`
+    as `tokenizer(texts, padding=True, truncation=True, max_length=...)` does, or None where that cannot be
+    matched (slow tokenizers, no pad token, other model inputs). Calling the backend directly skips
+    transformers' per-call Python work: ~0.06 -> ~0.025 ms for one short text, which is 5-10% of an INT8
+    model's batch-1 latency."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    names = list(tokenizer.model_input_names)
+    if backend is None or tokenizer.pad_token_id is None or not set(names) <= set(ENCODING_FIELDS):
+        return None
+    from tokenizers import Tokenizer
+
+    encoder = Tokenizer.from_str(backend.to_str())
+    encoder.enable_truncation(max_length, strategy="longest_first", direction=tokenizer.truncation_side)
+    encoder.enable_padding(direction=tokenizer.padding_side, pad_id=tokenizer.pad_token_id,
+                           pad_type_id=tokenizer.pad_token_type_id, pad_token=tokenizer.pad_token)
+    return encoder, [(name, ENCODING_FIELDS[name]) for name in names]
 
 
 class Predictor(ABC):
@@ -26,6 +46,7 @@ class Predictor(ABC):
         self.labels = list(labels)
         self.max_length = max_length
         self.threads = threads
+        self._encoder = fast_encoder(tokenizer, max_length)
 
     @classmethod
     @abstractmethod
@@ -44,9 +65,13 @@ class Predictor(ABC):
         return {"runtime": self.runtime, "threads": self.threads, "max_length": self.max_length}
 
     def tokenize(self, texts: list[str]) -> dict[str, np.ndarray]:
-        """Pad to the longest text in the batch, truncate at max_length."""
-        return dict(self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                                   return_tensors="np"))
+        """Pad to the longest text in the batch, truncate at max_length (int64 arrays, as the tokenizer gives)."""
+        if self._encoder is None:
+            return dict(self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                                       return_tensors="np"))
+        encoder, fields = self._encoder
+        encodings = encoder.encode_batch(list(texts))
+        return {name: np.array([getattr(e, attr) for e in encodings], dtype=np.int64) for name, attr in fields}
 
     def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         parts = [self.forward(self.tokenize(texts[i:i + batch_size])) for i in range(0, len(texts), batch_size)]

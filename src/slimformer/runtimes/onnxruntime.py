@@ -1,4 +1,9 @@
-"""ONNX Runtime: CPU execution provider (CUDA when present and asked for), threads fixed."""
+"""ONNX Runtime: CPU execution provider (CUDA when present and asked for), threads fixed.
+
+On CPU the session's own SkipLayerNorm fusion is off by default: ONNX Runtime 1.32's CPU
+SkipLayerNormalization kernel is 2-6x slower than the Add + LayerNormalization it replaces (see
+techniques/ort_optimize.py); `fuse_skip_layer_norm=true` turns it back on.
+"""
 
 from __future__ import annotations
 
@@ -22,35 +27,51 @@ def graph_level(artifact) -> str:
     return "all"
 
 
+def open_session(model: Path, threads: int | None = 1, level: str = "all", device: str = "cpu",
+                 fuse_skip_layer_norm: bool | str | None = None, save_optimized: Path | None = None):
+    """(session, disabled optimizers) for one ONNX file: sequential, `threads` intra-op threads, one inter-op.
+
+    `save_optimized` writes the graph as the session runs it (what the tests inspect)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: unused-initializer notes are not the user's concern
+    if threads:
+        options.intra_op_num_threads = threads
+    if save_optimized:
+        options.optimized_model_filepath = str(save_optimized)
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ModelError("device cuda asked for, but this onnxruntime has no CUDAExecutionProvider")
+        providers.insert(0, "CUDAExecutionProvider")
+    if isinstance(fuse_skip_layer_norm, str):  # from --option KEY=VALUE
+        fuse_skip_layer_norm = fuse_skip_layer_norm.lower() in ("1", "true", "yes")
+    if fuse_skip_layer_norm is None:  # the CUDA kernel is fast; the CPU one is not
+        fuse_skip_layer_norm = device == "cuda"
+    disabled = [] if fuse_skip_layer_norm else ["SkipLayerNormFusion"]
+    try:
+        session = ort.InferenceSession(str(model), options, providers=providers, disabled_optimizers=disabled)
+    except Exception as e:  # InvalidProtobuf, InvalidGraph, NoSuchFile...: the file is the problem
+        raise ModelError(f"cannot load {model} in onnxruntime: {first_line(e)[:300]}") from None
+    return session, disabled
+
+
 class OrtPredictor(Predictor):
     runtime = "onnxruntime"
 
     @classmethod
     def load(cls, path: str, threads: int | None = 1, graph_optimization_level: str | None = None,
-             device: str = "cpu", **_: Any) -> OrtPredictor:
-        import onnxruntime as ort
-
+             device: str = "cpu", fuse_skip_layer_norm: bool | str | None = None, **_: Any) -> OrtPredictor:
         artifact = artifact_for(path, ("onnx",), cls.runtime)
         level = graph_optimization_level or graph_level(artifact)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # errors only: unused-initializer notes are not the user's concern
-        if threads:
-            options.intra_op_num_threads = threads
-        providers = ["CPUExecutionProvider"]
-        if device == "cuda":
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise ModelError("device cuda asked for, but this onnxruntime has no CUDAExecutionProvider")
-            providers.insert(0, "CUDAExecutionProvider")
-        model = artifact.path / "model.onnx"
-        try:
-            session = ort.InferenceSession(str(model), options, providers=providers)
-        except Exception as e:  # InvalidProtobuf, InvalidGraph, NoSuchFile...: the file is the problem
-            raise ModelError(f"cannot load {model} in onnxruntime: {first_line(e)[:300]}") from None
+        session, disabled = open_session(artifact.path / "model.onnx", threads, level, device, fuse_skip_layer_norm)
         predictor = cls(artifact.tokenizer(), artifact.labels, artifact.max_length or 128, threads)
         predictor.session, predictor.artifact, predictor.level = session, artifact, level
+        predictor.disabled_optimizers = disabled
         predictor.input_names = [i.name for i in session.get_inputs()]
         return predictor
 
@@ -63,4 +84,5 @@ class OrtPredictor(Predictor):
 
     def describe(self) -> dict[str, Any]:
         return super().describe() | {"graph_optimization_level": self.level,
+                                     "disabled_optimizers": self.disabled_optimizers,
                                      "providers": self.session.get_providers()}
