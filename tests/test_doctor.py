@@ -18,8 +18,10 @@ def test_advice_follows_the_instruction_set():
 def test_candidates_follow_the_hardware():
     old = {c.name: c for c in candidates(OLD_CPU)}
     assert "uint8" in old["ort-int8-dynamic"].recipe and "torch-bf16" not in old and "torch-nf4" not in old
+    assert "ov-int8-bf16" not in old and old["ov-int8"].options == {"precision": "f32"}
     new = {c.name: c for c in candidates(NEW_CPU)}
     assert "weight_type=int8" in new["ort-int8-dynamic"].recipe and "torch-bf16" in new and "ov-bf16" in new
+    assert new["ov-int8-bf16"].recipe == new["ov-int8"].recipe and new["ov-int8-bf16"].options == {"precision": "bf16"}
     gpu = {c.name for c in candidates(NEW_CPU, gpu="NVIDIA H100")}
     assert {"torch-fp16-cuda", "ort-fp16-cuda", "torch-nf4"} <= gpu
     assert list(old)[0] == "torch-fp32"  # the baseline comes first

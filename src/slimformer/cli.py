@@ -280,6 +280,7 @@ def predict(
     from .bundle import bundle_settings
     from .cache import write_text
     from .data.registry import read_texts
+    from .metrics import log_softmax
     from .progress import progress_bar
     from .runtimes import load_predictor
 
@@ -289,8 +290,7 @@ def predict(
     with progress_bar(f"scoring {len(texts)} texts", len(texts)) as update:
         for i in range(0, len(texts), batch_size):
             logits = predictor.logits(texts[i:i + batch_size], batch_size)
-            probs = np.exp(logits - logits.max(-1, keepdims=True))
-            probs /= probs.sum(-1, keepdims=True)
+            probs = np.exp(log_softmax(logits))
             for text, p in zip(texts[i:i + batch_size], probs, strict=True):
                 rows.append({"text": text, "label": predictor.labels[int(p.argmax())],
                              "score": round(float(p.max()), 6)})

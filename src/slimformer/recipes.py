@@ -73,7 +73,10 @@ def candidates(cpu: dict | None = None, gpu: str | None = None, include_slow: bo
     ]
     if _has(isa, "AVX512-BF16", "AMX-BF16"):
         out += [Candidate("torch-bf16", "bf16", "torch", "PyTorch bf16 weights (BF16 instructions present)"),
-                Candidate("ov-bf16", "onnx", "openvino", "OpenVINO bf16 inference precision", {"precision": "bf16"})]
+                Candidate("ov-bf16", "onnx", "openvino", "OpenVINO bf16 inference precision", {"precision": "bf16"}),
+                Candidate("ov-int8-bf16", "onnx,ov-int8", "openvino",
+                          "OpenVINO's own INT8, the operations left unquantized (softmax, layer norm...) in bf16",
+                          {"precision": "bf16"})]
     if gpu:
         out += [Candidate("torch-fp16-cuda", "fp16", "torch", "fp16 on the GPU"),
                 Candidate("ort-fp16-cuda", "onnx,fp16", "onnxruntime", "ORT fp16 with the CUDA EP",

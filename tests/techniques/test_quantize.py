@@ -60,9 +60,10 @@ def test_quantizer_failure_names_the_step(tiny_bert, context):
         build(tiny_bert, parse_recipe("onnx,int8-static:method=kl"), context=context)
 
 
-def test_openvino_int8_writes_ir_calibrated_on_real_texts(tiny_distilbert, context, texts):
+def test_openvino_int8_writes_ir_calibrated_on_real_texts(tiny_distilbert, context, texts, capsys):
     pytest.importorskip("nncf")
     artifact = build(tiny_distilbert, parse_recipe("onnx,ov-int8:calibration_size=32"), context=context)
+    assert "Statistics collection" not in capsys.readouterr().out  # NNCF's own progress bars are kept out
     assert artifact.format == "openvino" and (artifact.path / "model.xml").is_file()
     stats = artifact.manifest["steps"][-1]["stats"]
     assert stats["calibration_texts"] == 32 and stats["fake_quantize_nodes"] >= 4

@@ -39,9 +39,7 @@ def quantizable_nodes(artifact: Artifact, config: TechniqueConfig) -> list[str]:
 
 
 def _mean_kl(logits: np.ndarray, reference: np.ndarray) -> float:
-    def log_softmax(x):
-        x = x - x.max(-1, keepdims=True)
-        return x - np.log(np.exp(x).sum(-1, keepdims=True))
+    from ..metrics import log_softmax
 
     p = log_softmax(reference)
     return float((np.exp(p) * (p - log_softmax(logits))).sum(-1).mean())

@@ -23,11 +23,9 @@ def _svg(fig) -> str:
 
 
 def _plt():
-    import matplotlib
+    from ..plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     plt.rcParams.update({"svg.fonttype": "none", "font.size": 9})
     return plt
 

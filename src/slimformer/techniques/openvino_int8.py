@@ -7,6 +7,8 @@ ORT-made QDQ model in OpenVINO, because NNCF places the quantizers where OpenVIN
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,9 +45,10 @@ def quantize_openvino(config: OpenVinoInt8Config, source: Artifact, out: Path, c
     names = [i.get_any_name() for i in model.inputs]
     reader = TextCalibrationReader(source.tokenizer(), texts, names, source.max_length or 128)
     samples = list(iter(reader.get_next, None))
-    quantized = nncf.quantize(model, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER,
-                              preset=getattr(nncf.QuantizationPreset, config.preset.upper()),
-                              subset_size=len(samples), fast_bias_correction=config.fast_bias_correction)
+    with contextlib.redirect_stdout(io.StringIO()):  # NNCF's own progress bars; slimformer shows its own
+        quantized = nncf.quantize(model, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER,
+                                  preset=getattr(nncf.QuantizationPreset, config.preset.upper()),
+                                  subset_size=len(samples), fast_bias_correction=config.fast_bias_correction)
     ov.save_model(quantized, str(out / "model.xml"), compress_to_fp16=False)
     fake_quantize = sum(op.get_type_name() == "FakeQuantize" for op in quantized.get_ops())
     return {"calibration_texts": len(samples), "preset": config.preset, "fake_quantize_nodes": fake_quantize}
