@@ -138,8 +138,9 @@ def distill(
                                         "runs the values below. Bad trials are pruned on validation accuracy.")] = 1,
     storage: Annotated[str | None, typer.Option(help="Optuna RDB URL shared by workers, e.g. postgresql://"
                                                 "host/db (default: SQLite in --out).")] = None,
-    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Weight of the hard-label loss (1: no "
-                                         "teacher, plain fine-tuning of the student).")] = KD.alpha,
+    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Weight of the hard-label loss on the labelled "
+                                         "texts; augmented copies learn from the teacher alone (1 with --augment 0: "
+                                         "no teacher, plain fine-tuning of the student).")] = KD.alpha,
     temperature: Annotated[float, typer.Option(min=0.05, help="Softmax temperature of the soft targets.")] = \
         KD.temperature,
     lr: Annotated[float, typer.Option(min=0.0)] = KD.train.lr,

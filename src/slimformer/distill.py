@@ -40,7 +40,7 @@ class DistillConfig:
     """Defaults: measured on TREC-6 (MiniLM-L6 teacher -> 3 layers; benchmarks/distill.py): two augmented
     copies per training text gave the best student; alpha/T/lr/epochs from the earlier Optuna search's region."""
 
-    alpha: float = 0.5  # weight of the hard-label cross-entropy; 1 - alpha goes to the teacher's soft targets
+    alpha: float = 0.5  # weight of the hard-label cross-entropy on labelled texts; 1 - alpha: the soft targets
     temperature: float = 2.0
     cosine_weight: float = 0.0  # beta of the optional [CLS] hidden-state cosine term
     augment: int = 2  # perturbed copies of every training text, labelled by the teacher only
@@ -51,7 +51,7 @@ class DistillConfig:
 class SearchSpace:
     """Ranges Optuna samples from; the first trial always runs the given DistillConfig."""
 
-    alpha: tuple[float, float] = (0.0, 1.0)  # 1.0 = no teacher: the search may find the teacher does not help
+    alpha: tuple[float, float] = (0.0, 1.0)  # 1.0: labelled texts learn from their labels alone
     temperature: tuple[float, float] = (1.0, 8.0)
     lr: tuple[float, float] = (5e-5, 5e-4)
     epochs: tuple[int, int] = (2, 8)
@@ -201,7 +201,7 @@ def teacher_targets(teacher_key: str, teacher, tokenizer, texts: list[str], max_
         with np.load(path) as f:
             return {k: f[k] for k in f.files}
     logits, states = [], []
-    with torch.inference_mode(), progress_bar("teacher outputs on the training texts", len(texts)) as update:
+    with torch.inference_mode(), progress_bar("teacher outputs on the transfer set", len(texts)) as update:
         for i in range(0, len(texts), 64):
             batch = tokenizer(texts[i:i + 64], padding=True, truncation=True, max_length=max_length,
                               return_tensors="pt")
@@ -458,5 +458,4 @@ def plot_curves(trials: list[dict], best: int, teacher_accuracy: float, path: Pa
 
 
 __all__ = ["DistillConfig", "SearchSpace", "StudentSpec", "augment_texts", "distill", "distillation_loss",
-           "kept_layers",
-           "student_from_teacher", "student_from_checkpoint", "teacher_targets"]
+           "kept_layers", "student_from_teacher", "student_from_checkpoint", "teacher_targets"]
