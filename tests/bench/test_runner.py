@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from slimformer.bench.runner import BenchSettings, DataSpec, Variant, run_benchmark
+from slimformer.bench.runner import BenchSettings, DataSpec, Variant, remeasure, run_benchmark
 from slimformer.errors import LabelMismatchError
 
 SMALL = BenchSettings(warmup=2, latency_samples=12, batch_sizes=(1, 4), throughput_samples=8, cold_start_runs=2,
@@ -51,3 +51,17 @@ def test_a_model_is_never_scored_on_foreign_labels(sentiment_model, keyword_csv,
     with pytest.raises(LabelMismatchError, match="does not know"):
         run_benchmark([Variant(str(sentiment_model))], DataSpec(str(keyword_csv)), SMALL, tmp_path)
     assert not (tmp_path / "results.json").exists()
+
+
+def test_remeasure_alternates_the_pair_in_fresh_processes(results, keyword_csv, tmp_path):
+    res, _ = results
+    base, cand = (v["name"] for v in res["variants"])
+    [check] = remeasure(res, [(base, cand)], DataSpec(str(keyword_csv)), SMALL, tmp_path, rounds=2)
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert [v["name"] for v in again["variants"]] == [f"{base}@1", f"{cand}@1", f"{base}@2", f"{cand}@2"]
+    assert all("cold_start" not in v and v["threads"] in (1, 2) for v in again["variants"])
+    p50 = {v["name"]: v["latency_ms"]["end_to_end"]["p50"] for v in again["variants"]}
+    assert check["baseline"] == base and check["candidate"] == cand and len(check["rounds"]) == 2
+    for r, row in enumerate(check["rounds"], 1):
+        assert row["baseline_p50_ms"] == p50[f"{base}@{r}"]
+        assert row["speedup"] == round(p50[f"{base}@{r}"] / p50[f"{cand}@{r}"], 2)

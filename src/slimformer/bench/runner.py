@@ -175,8 +175,7 @@ def run_benchmark(variants: list[Variant], data: DataSpec, settings: BenchSettin
             old["agreement"] = {"reference": names[0], **agreement(logits, reference_logits)} if i else None
             results["variants"].append(old)
             continue
-        if i:
-            time.sleep(settings.settle_s)
+        time.sleep(settings.settle_s)  # the first too: the parent may just have built or written artifacts
         spec = {"model": str(variant.model), "runtime": variant.runtime, "threads": variant.threads,
                 "options": variant.options, "label_map": label_map, "logits_path": str(logits_path),
                 "latencies_path": str(latencies_path), "data": asdict(data), "settings": asdict(settings)}
@@ -203,3 +202,29 @@ def run_benchmark(variants: list[Variant], data: DataSpec, settings: BenchSettin
         if out:
             write_json(Path(out) / "results.json", results)
     return results
+
+
+def remeasure(results: dict, pairs: list[tuple[str, str]], data: DataSpec, settings: BenchSettings,
+              out: Path | None = None, rounds: int = 2) -> list[dict]:
+    """Check ratios of a finished run: measure each (baseline, candidate) pair of its variants again,
+    alternating, `rounds` times, each in a fresh process as before (no cold starts).
+
+    One slow reading of a baseline (a busy neighbour on a shared VM) flatters every ratio of a run; the
+    rounds show whether a ratio holds. Returns per pair the end-to-end p50s and ratios of every round."""
+    by_name = {v["name"]: v for v in results["variants"]}
+    variants = []
+    for r in range(1, rounds + 1):
+        for pair in pairs:
+            for name in pair:
+                v = by_name[name]
+                variants.append(Variant(v["model"], v["runtime"], v["threads"], v["options"], name=f"{name}@{r}"))
+    again = run_benchmark(variants, data, replace(settings, cold_start_runs=0), out)
+    p50 = {v["name"]: v["latency_ms"]["end_to_end"]["p50"] for v in again["variants"]}
+    checks = []
+    for base, cand in pairs:
+        rows = [{"baseline_p50_ms": p50[f"{base}@{r}"], "candidate_p50_ms": p50[f"{cand}@{r}"],
+                 "speedup": round(p50[f"{base}@{r}"] / p50[f"{cand}@{r}"], 2)} for r in range(1, rounds + 1)]
+        checks.append({"baseline": base, "candidate": cand, "first_run_speedup": round(
+            by_name[base]["latency_ms"]["end_to_end"]["p50"] / by_name[cand]["latency_ms"]["end_to_end"]["p50"], 2),
+            "rounds": rows})
+    return checks
