@@ -57,9 +57,10 @@ def main() -> None:
             rows.setdefault(name, []).append({"seed": seed, "params": summary["params"],
                                               "train_seconds": summary["train_seconds"],
                                               **{s: summary["metrics"][s] for s in ("validation", "test")}})
+    default = DistillConfig()
     write_json(args.out, {"teacher": teacher, "students": rows, "trials": args.trials, "defaults": {
-        "alpha": DistillConfig().alpha, "temperature": DistillConfig().temperature, "augment": DistillConfig().augment,
-        "lr": DistillConfig().train.lr, "epochs": DistillConfig().train.epochs}})
+        "alpha": default.alpha, "temperature": default.temperature, "augment": default.augment,
+        "lr": default.train.lr, "epochs": default.train.epochs}})
     t = teacher["test"]["accuracy"]
     lines = ["| model | seed | validation acc. | test acc. | test macro-F1 | vs teacher (test) | train s |",
              "|---|---|---|---|---|---|---|",

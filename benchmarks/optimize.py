@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from techniques import recheck_line
+
 from slimformer.bench.runner import BenchSettings, DataSpec, remeasure
 from slimformer.cache import cache_dir, write_json, write_text
 from slimformer.data import load_dataset
@@ -59,9 +61,7 @@ def main() -> None:
         lines.append(f"| {r['name']} | {r['threads']} | {100 * r['accuracy']:.2f}% | {-r['drop_points']:+.2f} | "
                      f"{r['latency_ms']:.3f} | {r['speedup']:.2f}x | {r['size_mb'] or 0:.1f} | "
                      f"{'within' if r['within'] else 'misses ' + ', '.join(m['what'] for m in r['misses'])} |")
-    lines += ["", "Re-measured, alternating: " + "; ".join(
-        f"{c['candidate']} {c['first_run_speedup']:.2f}x in the run, then "
-        + " and ".join(f"{r['speedup']:.2f}x" for r in c["rounds"]) for c in checks)]
+    lines += ["", "Re-measured, alternating: " + recheck_line(checks, times="x")]
     write_text(args.out.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
     for t, b in best_per_threads.items():

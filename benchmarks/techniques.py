@@ -114,6 +114,12 @@ def recheck(results: dict, table: dict, data: DataSpec, settings: BenchSettings,
     return remeasure(results, pairs, data, settings, out)
 
 
+def recheck_line(checks: list[dict], times: str = "×") -> str:
+    """One line for a report: each re-measured pair's ratio in the run, then in every round."""
+    return "; ".join(f"{c['candidate']} {c['first_run_speedup']:.2f}{times} in the run, then "
+                     + " and ".join(f"{r['speedup']:.2f}{times}" for r in c["rounds"]) for c in checks)
+
+
 def render(report: dict) -> str:
     """Markdown tables of a report (what the README quotes)."""
     cpu = report["machine"]["cpu"]
@@ -132,10 +138,7 @@ def render(report: dict) -> str:
                              f"{100 * r['label_flip_rate_vs_fp32']:.1f}% | {r['size_mb']:.1f} | "
                              f"{r['peak_rss_mb']:.0f} | {r['texts_per_s_bs32']:.0f} |")
         lines.append("")
-        lines += [f"Re-measured, alternating ({block['model'].split(',')[0]}): "
-                  + "; ".join(f"{c['candidate']} {c['first_run_speedup']:.2f}× in the run, then "
-                              + " and ".join(f"{r['speedup']:.2f}×" for r in c["rounds"]) for c in block["recheck"]),
-                  ""]
+        lines += [f"Re-measured, alternating ({block['model'].split(',')[0]}): {recheck_line(block['recheck'])}", ""]
     return "\n".join(lines)
 
 

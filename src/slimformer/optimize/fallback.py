@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..metrics import log_softmax
 from ..techniques import build
 from ..techniques.base import HANDLERS, Artifact, BuildContext, TechniqueConfig
 from ..techniques.quantize_onnx import DynamicQuantConfig, StaticQuantConfig
@@ -39,8 +40,6 @@ def quantizable_nodes(artifact: Artifact, config: TechniqueConfig) -> list[str]:
 
 
 def _mean_kl(logits: np.ndarray, reference: np.ndarray) -> float:
-    from ..metrics import log_softmax
-
     p = log_softmax(reference)
     return float((np.exp(p) * (p - log_softmax(logits))).sum(-1).mean())
 
