@@ -104,3 +104,31 @@ def test_format_mismatch_says_what_to_do(tiny_bert, context):
         build(tiny_bert, parse_recipe("int8-dynamic"), context=context)
     with pytest.raises(ModelError, match="onnxruntime runtime runs onnx models"):
         load_predictor(tiny_bert, "onnxruntime")
+
+
+def test_length_buckets():
+    from slimformer.runtimes.openvino import length_buckets
+
+    assert length_buckets(64) == [16, 32, 64]
+    assert length_buckets(128) == [16, 32, 64, 128]
+    assert length_buckets(100) == [16, 32, 64, 100]
+    assert length_buckets(8) == [8]
+
+
+@pytest.mark.parametrize("model", ["tiny_bert", "tiny_distilbert"])
+def test_openvino_static_shapes_pad_to_a_bucket_and_give_the_dynamic_logits(model, request, context, texts):
+    artifact = build(request.getfixturevalue(model), parse_recipe("onnx"), context=context)
+    static = load_predictor(artifact.path, "openvino", threads=1, precision="f32")
+    dynamic = load_predictor(artifact.path, "openvino", threads=1, precision="f32", static_shapes="false")
+    assert static.describe()["static_shapes"][0] == 16 and static.describe()["static_shapes"][-1] == static.max_length
+    assert dynamic.describe()["static_shapes"] == []
+    texts = texts + [" ".join(texts[:3]), " ".join(texts * 3)]
+    lengths = {static.tokenize([t])["input_ids"].shape[1] for t in texts}
+    assert len(lengths) > 1  # texts of several lengths, each padded to its bucket
+    one_by_one = np.concatenate([static.logits([t]) for t in texts])  # batch 1: the static models
+    # a random tiny model's logits are ~0.01: compare relatively (an unmasked pad moves them by ~1e-3 of that)
+    np.testing.assert_allclose(one_by_one, dynamic.logits(texts, batch_size=1), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(static.logits(texts, batch_size=4), one_by_one, rtol=1e-4, atol=1e-7)  # dynamic
+    long = static.tokenize([" ".join(texts) * 20])  # truncated at max_length: the largest bucket, no padding
+    assert long["input_ids"].shape[1] == static.max_length
+    np.testing.assert_allclose(static.forward(long), dynamic.forward(long), rtol=1e-4, atol=1e-7)
