@@ -16,6 +16,11 @@ DEFAULT_MAX_LENGTH = 128
 ENCODING_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
 
 
+def option_flag(value: bool | str) -> bool:
+    """A runtime's on/off option, given as a bool or as the text of `--option KEY=VALUE`."""
+    return value.lower() in ("1", "true", "yes") if isinstance(value, str) else bool(value)
+
+
 def fast_encoder(tokenizer, max_length: int):
     """A copy of a fast tokenizer's Rust backend set to pad to the longest text and truncate at `max_length`
     as `tokenizer(texts, padding=True, truncation=True, max_length=...)` does, or None where that cannot be

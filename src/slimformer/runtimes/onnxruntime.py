@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError, first_line
-from .base import Predictor, artifact_for
+from .base import Predictor, artifact_for, option_flag
 
 LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
           "all": "ORT_ENABLE_ALL"}
@@ -48,10 +48,8 @@ def open_session(model: Path, threads: int | None = 1, level: str = "all", devic
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise ModelError("device cuda asked for, but this onnxruntime has no CUDAExecutionProvider")
         providers.insert(0, "CUDAExecutionProvider")
-    if isinstance(fuse_skip_layer_norm, str):  # from --option KEY=VALUE
-        fuse_skip_layer_norm = fuse_skip_layer_norm.lower() in ("1", "true", "yes")
-    if fuse_skip_layer_norm is None:  # the CUDA kernel is fast; the CPU one is not
-        fuse_skip_layer_norm = device == "cuda"
+    # the CUDA kernel is fast; the CPU one is not
+    fuse_skip_layer_norm = device == "cuda" if fuse_skip_layer_norm is None else option_flag(fuse_skip_layer_norm)
     disabled = [] if fuse_skip_layer_norm else ["SkipLayerNormFusion"]
     try:
         session = ort.InferenceSession(str(model), options, providers=providers, disabled_optimizers=disabled)

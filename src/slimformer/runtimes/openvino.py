@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError, SlimformerError
-from .base import Predictor, artifact_for
+from .base import Predictor, artifact_for, option_flag
 
 PRECISIONS = ("f32", "bf16", "f16")
 SMALLEST_BUCKET = 16
@@ -35,10 +35,6 @@ def length_buckets(max_length: int) -> list[int]:
         buckets.append(length)
         length *= 2
     return buckets + [max_length]
-
-
-def _flag(value: bool | str) -> bool:
-    return value.lower() in ("1", "true", "yes") if isinstance(value, str) else bool(value)
 
 
 def _ov_error(e: Exception) -> str:
@@ -76,7 +72,7 @@ class OpenVinoPredictor(Predictor):
         predictor.input_names = [i.get_any_name() for i in compiled.inputs]
         predictor.static = {}  # bucket length -> infer request of the model compiled for [1, length]
         predictor.static_error = None
-        wanted = _flag(device.upper() == "CPU" if static_shapes is None else static_shapes)
+        wanted = device.upper() == "CPU" if static_shapes is None else option_flag(static_shapes)
         paddable = "attention_mask" in predictor.input_names and set(predictor.input_names) <= set(PAD_VALUES)
         if wanted and paddable and predictor.tokenizer.pad_token_id is not None:
             for length in length_buckets(predictor.max_length):
