@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import csv
 import random
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -95,3 +101,54 @@ def tiny_distilbert(tmp_path_factory) -> Path:
 def sentiment_model(tmp_path_factory) -> Path:
     """A classifier whose labels are sentiment: scoring it on topic data must be refused."""
     return make_tiny_classifier(tmp_path_factory.mktemp("models") / "tiny-sentiment", ["negative", "positive"])
+
+
+def _private_tmpfs() -> bool:
+    """Whether a test may mount a small tmpfs in its own user + mount namespace (no root needed)."""
+    if not shutil.which("unshare"):
+        return False
+    with tempfile.TemporaryDirectory() as point:
+        return subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {point}"],
+                              capture_output=True).returncode == 0
+
+
+needs_small_disk = pytest.mark.skipif(not _private_tmpfs(),
+                                      reason="needs unshare -rm (user and mount namespaces) for a small tmpfs")
+
+
+def run_on_small_disk(tmp_path: Path, disk_kb: int, args: list[str], again: tuple[str, ...] = (),
+                      keep: tuple[str, ...] = ()) -> dict[str, SimpleNamespace]:
+    """A real full disk: run the CLI with SLIMFORMER_CACHE and every DISK in `args` on a tmpfs of `disk_kb`,
+    then grow the tmpfs to 256 MB and run it again (plus `again`). Per phase ("full", "grown"): rc, err, the
+    finished directories (manifest.json outside temporary .partial ones) and the `keep` files as text."""
+    disk, logs = tmp_path / "disk", tmp_path / "logs"
+    disk.mkdir()
+    logs.mkdir()
+    cli = [sys.executable, "-c", "from slimformer.cli import main; main()",
+           *(a.replace("DISK", str(disk)) for a in args)]
+    lines = ["set -u", f"export SLIMFORMER_CACHE={disk}/cache",
+             f"mount -t tmpfs -o size={disk_kb}k tmpfs {disk} || exit 99"]
+    for phase, extra in (("full", ()), ("grown", again)):
+        if phase == "grown":
+            lines.append(f"mount -o remount,size=256m {disk}")
+        lines += [f"{shlex.join([*cli, *extra])} > {logs}/{phase}.out 2> {logs}/{phase}.err",
+                  f"echo $? > {logs}/{phase}.rc",
+                  f"(cd {disk} && find . -name manifest.json -not -path '*.partial*' | sort) > {logs}/{phase}.finished"]
+        lines += [f"cp {disk}/{k} {logs}/{phase}.{i} 2>/dev/null || true" for i, k in enumerate(keep)]
+    assert subprocess.run(["unshare", "-rm", "sh", "-c", "\n".join(lines)], timeout=600).returncode == 0
+    phases = {}
+    for phase in ("full", "grown"):
+        files = {k: (logs / f"{phase}.{i}").read_text() if (logs / f"{phase}.{i}").is_file() else None
+                 for i, k in enumerate(keep)}
+        phases[phase] = SimpleNamespace(rc=int((logs / f"{phase}.rc").read_text()),
+                                        err=(logs / f"{phase}.err").read_text(), files=files,
+                                        finished=set((logs / f"{phase}.finished").read_text().split()))
+    return phases
+
+
+def assert_disk_full_error(phase: SimpleNamespace) -> None:
+    """Exit 2, no traceback, and the run's last line is the one error line naming the file and what to do."""
+    errors = [ln for ln in phase.err.splitlines() if ln.startswith("error:")]
+    assert phase.rc == 2 and "Traceback" not in phase.err and len(errors) == 1, phase.err
+    assert phase.err.strip().endswith(errors[0]), phase.err
+    assert "No space left on device" in errors[0] and "everything finished so far is kept" in errors[0], errors[0]

@@ -14,7 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TOPICS, keyword_rows, make_tiny_classifier, write_csv
+from conftest import (
+    TOPICS,
+    assert_disk_full_error,
+    keyword_rows,
+    make_tiny_classifier,
+    needs_small_disk,
+    run_on_small_disk,
+    write_csv,
+)
 from test_cli import assert_one_line_error, run
 
 from slimformer.bench.runner import DataSpec
@@ -251,3 +259,18 @@ def test_cli_errors(tmp_path, teacher4, topics_csv, sentiment_model):
     assert_one_line_error(run(*base, "--out", str(tmp_path / "e"), "--storage", "postgresql://u@127.0.0.1:9/db"),
                           "cannot open the study storage")
     assert not any((tmp_path / n).exists() and any((tmp_path / n).iterdir()) for n in "abc")
+
+
+@needs_small_disk
+@pytest.mark.parametrize("disk_kb", (100, 350))  # too small for: the study's SQLite file; the student's weights
+def test_disk_full_stops_with_one_line_and_a_rerun_finishes(tmp_path, teacher4, topics_csv, disk_kb):
+    run = run_on_small_disk(tmp_path, disk_kb, ["distill", "--teacher", str(teacher4), "--data", str(topics_csv),
+                                                "--out", "DISK/kd", "--student-layers", "1", "--epochs", "1"],
+                            keep=("kd/trials.json",))
+    assert_disk_full_error(run["full"])
+    assert run["grown"].rc == 0, run["grown"].err
+    trials = json.loads(run["grown"].files["kd/trials.json"])
+    assert [t["state"] for t in trials if t["state"] != "FAIL"] == ["COMPLETE"]
+    # a trial the full disk stopped runs again with the given values, not with newly sampled ones
+    assert all(t["params"] == {"alpha": 0.5, "temperature": 2.0, "lr": 0.00027, "epochs": 1} for t in trials)
+    assert run["full"].finished <= run["grown"].finished

@@ -12,7 +12,15 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TOPICS, keyword_rows, make_tiny_classifier, write_csv
+from conftest import (
+    TOPICS,
+    assert_disk_full_error,
+    keyword_rows,
+    make_tiny_classifier,
+    needs_small_disk,
+    run_on_small_disk,
+    write_csv,
+)
 from test_cli import assert_one_line_error, run
 
 from slimformer.bench.runner import BenchSettings, DataSpec
@@ -159,6 +167,25 @@ def test_unwritable_output(tmp_path, tiny_bert, topics_csv):
     blocker.write_text("x")
     assert_one_line_error(run("optimize", "--model", str(tiny_bert), "--data", str(topics_csv), "--out",
                               str(blocker / "run")), "cannot write to")
+
+
+@needs_small_disk
+@pytest.mark.parametrize("disk_kb", (350, 900))  # too small for: the first artifact; the report at the end
+def test_disk_full_stops_with_one_line_and_resume_finishes(tmp_path, tiny_bert, topics_csv, disk_kb):
+    run = run_on_small_disk(tmp_path, disk_kb, ["optimize", "--model", str(tiny_bert), "--data", str(topics_csv),
+                                                "--out", "DISK/run", "--threads", "1", "--only",
+                                                "ort-fp32,ort-int8-dynamic", "--latency-samples", "10"],
+                            again=("--resume",), keep=("run/results.json",))
+    full, grown = run["full"], run["grown"]
+    assert_disk_full_error(full)
+    assert "--resume" in full.err
+    assert grown.rc == 0, grown.err
+    assert full.finished <= grown.finished  # nothing finished was lost
+    after = {v["name"]: v for v in json.loads(grown.files["run/results.json"])["variants"]}
+    assert len(after) == 3  # the FP32 PyTorch baseline, ORT FP32 and ORT INT8, at 1 thread
+    before = full.files["run/results.json"]
+    for v in json.loads(before)["variants"] if before else []:  # measured before the disk filled: taken over
+        assert after[v["name"]]["latency_ms"] == v["latency_ms"]
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputError
+from .errors import DiskFullError, OutputError, disk_full
 
 MANIFEST = "manifest.json"
 
@@ -28,6 +28,13 @@ def _umask() -> int:
     return mask
 
 
+def output_error(what: str, error: OSError) -> OutputError:
+    """The one-line error for a failed write of `what` ("PATH" or "to DIR"); disk full is its own kind."""
+    if disk_full(error):
+        return DiskFullError(f"{error.strerror or error} writing {what.removeprefix('to ')}")
+    return OutputError(f"cannot write {what}: {error.strerror or error}")
+
+
 def write_text(path: Path, text: str) -> None:
     """Write to a temporary name in the same directory, then rename it into place."""
     path = Path(path)
@@ -35,7 +42,7 @@ def write_text(path: Path, text: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
-        raise OutputError(f"cannot write to {path.parent}: {e.strerror or e}") from None
+        raise output_error(f"to {path.parent}", e) from None
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -43,7 +50,7 @@ def write_text(path: Path, text: str) -> None:
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+        raise output_error(str(path), e) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -77,15 +84,28 @@ def atomic_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial"))
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     except OSError as e:
-        raise OutputError(f"cannot write to {final.parent}: {e.strerror or e}") from None
+        raise output_error(f"to {final.parent}", e) from None
     try:
         yield tmp
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not isinstance(e, DiskFullError) and (full := disk_full(e)):
+            raise DiskFullError(full, final) from None
         raise
+
+
+def copy_tree(source: Path, target: Path) -> None:
+    """Copy a directory's files into `target`, stopping at the first failure with its OSError (shutil.copytree
+    gathers failures into one shutil.Error and loses their errno, e.g. the disk-full one)."""
+    for path in sorted(Path(source).rglob("*")):
+        dest = Path(target) / path.relative_to(source)
+        if path.is_dir():
+            dest.mkdir(parents=True, exist_ok=True)
+        else:
+            shutil.copy2(path, dest)
 
 
 def dir_size_mb(path: Path, suffixes: tuple[str, ...] | None = None) -> float:

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from .distill import DistillConfig
-from .errors import SlimformerError
+from .errors import DiskFullError, SlimformerError, disk_full
 
 app = typer.Typer(
     help="Make transformer text classifiers fast and small for inference, and prove it with honest numbers.",
@@ -448,3 +448,8 @@ def main() -> None:
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")
         raise SystemExit(130) from None
+    except Exception as e:  # a library writing straight to a full disk (torch, onnx, matplotlib)
+        if not (full := disk_full(e)):
+            raise
+        Console(stderr=True).print(f"[bold red]error:[/] {DiskFullError(full)}", highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import cache_dir, is_complete, read_manifest, write_json
+from .cache import cache_dir, is_complete, output_error, read_manifest, write_json
 from .data import Dataset, in_label_space
-from .errors import ModelError, OutputError, SlimformerError, first_line
+from .errors import DiskFullError, ModelError, OutputError, SlimformerError, disk_full, first_line
 from .models import load_classifier, load_tokenizer, quiet_transformers, resolve
 from .progress import console, progress_bar
 from .training import TrainConfig, evaluate_splits, fit, save_classifier
@@ -212,8 +212,12 @@ def teacher_targets(teacher_key: str, teacher, tokenizer, texts: list[str], max_
     targets = {"logits": np.concatenate(logits), "cls": np.concatenate(states)}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **targets)
-    os.replace(tmp, path)
+    try:
+        np.savez(tmp, **targets)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise output_error(str(path), e) from None
     return targets
 
 
@@ -254,10 +258,13 @@ def open_storage(url: str):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return RDBStorage(url, heartbeat_interval=10, grace_period=30,
                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
-    except Exception as e:  # driver missing, host unreachable, file not creatable
+    except Exception as e:  # driver missing, host unreachable, file not creatable, disk full
+        if full := disk_full(e):
+            raise DiskFullError(full, url) from None
         raise DistillError(f"cannot open the study storage {url}: {first_line(e)}") from None
     finally:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # errors only: a trial that stops on a user error (a full disk) would be logged again with its traceback
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 def _config_for(trial, base: DistillConfig, space: SearchSpace) -> DistillConfig:
@@ -277,6 +284,18 @@ def _finished(study) -> list:
 
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     return study.get_trials(deepcopy=False, states=done)
+
+
+def _retry_failed(study) -> None:
+    """A trial that stopped on an error (a full disk, say) runs again with its parameters when the study is
+    resumed, once per failure, instead of being replaced by a newly sampled one. (A killed worker's trial is
+    failed by its heartbeat and retried by Optuna's own callback, which marks the retry `failed_trial`.)"""
+    import optuna
+
+    retried = {t.user_attrs.get("retry_of", t.system_attrs.get("failed_trial")) for t in study.trials}
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+        if t.number not in retried and t.params:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
 
 
 @dataclass(frozen=True)
@@ -335,6 +354,7 @@ def distill(teacher: str, data, out: Path, student: StudentSpec = StudentSpec(),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=3))  # epoch >= 3
     if not study.trials:
         study.enqueue_trial(_params(config))
+    _retry_failed(study)
     transfer, labelled = transfer_set(dataset, config.augment, tokenizer.mask_token, config.train.seed)
     targets = teacher_targets(recipe["teacher_key"], teacher_model, tokenizer, transfer["train"].texts,
                               config.train.max_length)

@@ -18,7 +18,7 @@ import numpy as np
 from .. import __version__
 from ..cache import write_json
 from ..data import check_label_space, load_dataset
-from ..errors import SlimformerError
+from ..errors import DiskFullError, OutputError, SlimformerError
 from ..hardware import fingerprint
 from ..metrics import agreement
 from ..progress import progress_bar
@@ -81,7 +81,7 @@ def _run_worker(spec: dict, title: str) -> dict:
     with tempfile.TemporaryFile("w+") as err, progress_bar(title, None) as update:
         proc = subprocess.Popen([sys.executable, "-m", "slimformer.bench.worker", json.dumps(spec)],
                                 stdout=subprocess.PIPE, stderr=err, text=True, env=_thread_env(spec["threads"]))
-        result = error = None
+        result = error = error_kind = None
         for line in proc.stdout:
             event = json.loads(line)
             if event["event"] == "progress":
@@ -89,10 +89,10 @@ def _run_worker(spec: dict, title: str) -> dict:
             elif event["event"] == "result":
                 result = event["result"]
             elif event["event"] == "error":
-                error = event["message"]
+                error, error_kind = event["message"], event.get("kind")
         proc.wait()
         if error:
-            raise SlimformerError(error)
+            raise (DiskFullError(error) if error_kind == "disk_full" else SlimformerError(error))
         if result is None:
             err.seek(0)
             tail = err.read()[-3000:]
@@ -182,6 +182,8 @@ def run_benchmark(variants: list[Variant], data: DataSpec, settings: BenchSettin
         started = time.perf_counter()
         try:
             result = _run_worker(spec, f"[{i + 1}/{len(variants)}] {names[i]}")
+        except OutputError:
+            raise  # disk full: stop; what is in results.json stays
         except (SlimformerError, RuntimeError) as e:
             if not keep_going or i == 0:
                 raise

@@ -16,7 +16,7 @@ import time
 
 def main(spec: dict, emit) -> None:
     from ..data import load_dataset
-    from ..errors import SlimformerError
+    from ..errors import SlimformerError, disk_full
     from ..hardware import fingerprint
     from .memory import peak_rss_mb, peak_vram_mb, rss_mb
 
@@ -73,6 +73,11 @@ def main(spec: dict, emit) -> None:
         }})
     except SlimformerError as e:
         emit({"event": "error", "message": str(e)})
+    except OSError as e:
+        if not (full := disk_full(e)):
+            raise
+        where = full.filename or os.path.dirname(spec["logits_path"])
+        emit({"event": "error", "message": f"{full.strerror} writing {where}", "kind": "disk_full"})
 
 
 if __name__ == "__main__":

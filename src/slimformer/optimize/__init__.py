@@ -87,6 +87,8 @@ def _build_variants(sources: dict[str, str], candidates, out: Path, context) -> 
             elif not is_complete(path):
                 try:
                     build(sources[source], parse_recipe(candidate.recipe), path, context, overwrite=True)
+                except OutputError:
+                    raise  # disk full, unwritable: every later candidate would fail the same way
                 except SlimformerError as e:
                     failed.append({"name": name, "recipe": candidate.recipe, "error": first_line(e)})
                     console.print(f"  {name}: build failed: {first_line(e)}", highlight=False)

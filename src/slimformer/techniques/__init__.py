@@ -16,8 +16,8 @@ import typing
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..cache import atomic_dir, cache_dir, is_complete, write_json
-from ..errors import SlimformerError, first_line
+from ..cache import atomic_dir, cache_dir, copy_tree, is_complete, write_json
+from ..errors import DiskFullError, SlimformerError, disk_full, first_line
 from ..metrics import agreement
 from . import onnx_export, openvino_int8, ort_optimize, quantize_onnx, torch_precision  # noqa: F401  (registers)
 from .base import (
@@ -125,6 +125,8 @@ def apply_step(source: Artifact, config: TechniqueConfig, context: BuildContext)
         except SlimformerError:
             raise
         except Exception as e:  # a quantizer or converter failure: name the step and the cause
+            if full := disk_full(e):
+                raise DiskFullError(full, target) from None
             raise BuildError(f"{config.name} failed: {first_line(e)}") from e
         step = {**config.to_dict(), "changes_weights": config.changes_weights, "stats": stats,
                 "seconds": round(time.perf_counter() - started, 2)}
@@ -151,7 +153,7 @@ def build(model: str | Path, recipe: list[TechniqueConfig], out: Path | None = N
         artifact = apply_step(artifact, config, context)
     if out is not None:
         with atomic_dir(Path(out), overwrite=overwrite) as tmp:
-            shutil.copytree(artifact.path, tmp, dirs_exist_ok=True)
+            copy_tree(artifact.path, tmp)
         artifact = open_artifact(out)
     return artifact
 
