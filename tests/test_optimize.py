@@ -129,6 +129,26 @@ def test_budget_nothing_meets_still_reports_the_closest(tmp_path, tiny_bert, top
     assert_one_line_error(run("export", str(out), "--out", str(tmp_path / "b")), "none is recommended")
 
 
+def test_a_run_made_with_a_relative_out_resumes_and_exports_from_anywhere_even_moved(tmp_path, tiny_bert,
+                                                                                     topics_csv):
+    args = ["optimize", "--model", str(tiny_bert), "--data", str(topics_csv), "--threads", "1", "--only", "ort-fp32",
+            "--latency-samples", "10"]
+    made = subprocess.run([sys.executable, "-c", "from slimformer.cli import main; main()", *args, "--out", "run"],
+                          cwd=tmp_path, capture_output=True, text=True)  # `--out run`, relative to tmp_path
+    assert made.returncode == 0, made.stderr
+    before = {v["name"]: v for v in _measured(tmp_path / "run" / "results.json")}
+    # from another directory (pytest's): nothing is measured again, and the recommended variant exports
+    resumed = run(*args, "--out", str(tmp_path / "run"), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    after = {v["name"]: v for v in _measured(tmp_path / "run" / "results.json")}
+    assert set(after) == set(before) and all(after[n]["latency_ms"] == v["latency_ms"] for n, v in before.items())
+    assert run("export", str(tmp_path / "run"), "--out", str(tmp_path / "b1")).returncode == 0
+    shutil.move(tmp_path / "run", tmp_path / "moved")  # a run directory copied elsewhere still exports
+    proc = run("export", str(tmp_path / "moved"), "--variant", "teacher-ort-fp32-t1", "--out", str(tmp_path / "b2"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "b2" / "model.onnx").is_file()
+
+
 def _measured(results: Path) -> list[dict]:
     try:
         return json.loads(results.read_text())["variants"]

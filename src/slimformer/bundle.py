@@ -27,6 +27,18 @@ def _results(run: Path) -> dict:
     return results
 
 
+def _in_run(run: Path, recorded: str) -> Path:
+    """A variant's directory as recorded or, for a run directory moved since, the same place inside `run`."""
+    path = Path(recorded)
+    parts = path.parts
+    for anchor in ("variants", "distill"):  # where optimize puts what it builds
+        if not path.exists() and anchor in parts:
+            moved = Path(run).joinpath(*parts[len(parts) - 1 - parts[::-1].index(anchor):])
+            if moved.exists():
+                return moved
+    return path
+
+
 def export_bundle(run: Path, out: Path, variant: str | None = None, overwrite: bool = False) -> dict:
     """Copy `variant` (default: the recommended one) of an optimize run to `out`; returns its manifest."""
     from .techniques import open_artifact
@@ -42,7 +54,7 @@ def export_bundle(run: Path, out: Path, variant: str | None = None, overwrite: b
     if name not in entries:
         raise SlimformerError(f"{run} has no variant '{name}' (has: {', '.join(entries)})")
     entry, row = entries[name], next(r for r in selection["rows"] if r["name"] == name)
-    artifact = open_artifact(entry["model"])
+    artifact = open_artifact(_in_run(run, entry["model"]))
     if Path(out).exists() and not overwrite:
         raise OutputError(f"{out} exists already; choose another --out or pass --overwrite")
     manifest = {

@@ -27,6 +27,11 @@ from ..runtimes import artifact_labels
 SCHEMA_VERSION = 1
 
 
+def absolute(model: str) -> str:
+    """A local path made absolute; anything else (a hub id) as given."""
+    return os.path.abspath(model) if os.path.exists(model) else model
+
+
 @dataclass(frozen=True)
 class Variant:
     """A model artifact on a runtime with a fixed thread count."""
@@ -38,9 +43,10 @@ class Variant:
     name: str = ""
 
     def resolved(self) -> Variant:
+        """The runtime filled in, a local model path made absolute (results stay usable from any directory)."""
         from ..runtimes import default_runtime
 
-        return self if self.runtime else replace(self, runtime=default_runtime(self.model))
+        return replace(self, model=absolute(self.model), runtime=self.runtime or default_runtime(self.model))
 
     def label(self) -> str:
         opts = "".join(f"-{v}" for v in self.options.values())
@@ -168,7 +174,8 @@ def run_benchmark(variants: list[Variant], data: DataSpec, settings: BenchSettin
         ident = {"name": names[i], "model": str(variant.model), "runtime": variant.runtime,
                  "threads": variant.threads, "options": variant.options}
         old = previous.get(names[i])
-        if old and all(old[k] == v for k, v in ident.items()) and logits_path.is_file() and latencies_path.is_file():
+        same = old and all((absolute(old[k]) if k == "model" else old[k]) == v for k, v in ident.items())
+        if same and logits_path.is_file() and latencies_path.is_file():
             logits = np.load(logits_path)
             if i == 0:
                 reference_logits = logits
