@@ -20,6 +20,12 @@ class Candidate:
     options: dict = field(default_factory=dict)
 
 
+# Every ONNX variant runs the layers after the last attention on the [CLS] row alone (exact: the build checks
+# the logits; techniques/cls_only.py), after fusion where there is fusion.
+ONNX = "onnx,cls-only"
+FUSED = "onnx,ort-optimize,cls-only"
+
+
 def _has(isa: list[str], *names: str) -> bool:
     return any(n in isa for n in names)
 
@@ -57,32 +63,32 @@ def candidates(cpu: dict | None = None, gpu: str | None = None, include_slow: bo
     weights = "int8" if vnni else "uint8"
     out = [
         Candidate("torch-fp32", "", "torch", "baseline: PyTorch FP32 eager"),
-        Candidate("ort-fp32", "onnx", "onnxruntime", "ONNX Runtime FP32, graph optimization level all"),
-        Candidate("ort-fused", "onnx,ort-optimize", "onnxruntime", "offline transformer fusion: measured, not assumed"),
-        Candidate("ort-int8-dynamic", f"onnx,ort-optimize,int8-dynamic:weight_type={weights}", "onnxruntime",
+        Candidate("ort-fp32", ONNX, "onnxruntime", "ONNX Runtime FP32, graph optimization level all"),
+        Candidate("ort-fused", FUSED, "onnxruntime", "offline transformer fusion: measured, not assumed"),
+        Candidate("ort-int8-dynamic", f"{FUSED},int8-dynamic:weight_type={weights}", "onnxruntime",
                   f"dynamic INT8, {'QInt8' if vnni else 'QUInt8'} weights"),
-        Candidate("ort-int8-static", "onnx,int8-static", "onnxruntime",
+        Candidate("ort-int8-static", f"{ONNX},int8-static", "onnxruntime",
                   "static INT8 QDQ, uint8 activations calibrated on the training split"),
-        Candidate("ov-fp32", "onnx", "openvino", "OpenVINO with FP32 requested explicitly", {"precision": "f32"}),
-        Candidate("ov-int8-static", "onnx,int8-static:activation_type=int8", "openvino",
+        Candidate("ov-fp32", ONNX, "openvino", "OpenVINO with FP32 requested explicitly", {"precision": "f32"}),
+        Candidate("ov-int8-static", f"{ONNX},int8-static:activation_type=int8", "openvino",
                   "static INT8 QDQ (ORT-made, int8 activations) run by OpenVINO", {"precision": "f32"}),
-        Candidate("ov-int8", "onnx,ov-int8", "openvino",
+        Candidate("ov-int8", f"{ONNX},ov-int8", "openvino",
                   "OpenVINO's own INT8 (NNCF, transformer preset) calibrated on the training split",
                   {"precision": "f32"}),
         Candidate("torch-int8-dynamic", "torch-int8-dynamic", "torch", "PyTorch dynamic INT8 on nn.Linear"),
     ]
     if _has(isa, "AVX512-BF16", "AMX-BF16"):
         out += [Candidate("torch-bf16", "bf16", "torch", "PyTorch bf16 weights (BF16 instructions present)"),
-                Candidate("ov-bf16", "onnx", "openvino", "OpenVINO bf16 inference precision", {"precision": "bf16"}),
-                Candidate("ov-int8-bf16", "onnx,ov-int8", "openvino",
+                Candidate("ov-bf16", ONNX, "openvino", "OpenVINO bf16 inference precision", {"precision": "bf16"}),
+                Candidate("ov-int8-bf16", f"{ONNX},ov-int8", "openvino",
                           "OpenVINO's own INT8, the operations left unquantized (softmax, layer norm...) in bf16",
                           {"precision": "bf16"})]
     if gpu:
         out += [Candidate("torch-fp16-cuda", "fp16", "torch", "fp16 on the GPU"),
-                Candidate("ort-fp16-cuda", "onnx,fp16", "onnxruntime", "ORT fp16 with the CUDA EP",
+                Candidate("ort-fp16-cuda", f"{ONNX},fp16", "onnxruntime", "ORT fp16 with the CUDA EP",
                           {"device": "cuda"})]
     if gpu or include_slow:
         out.append(Candidate("torch-nf4", "nf4", "torch", "bitsandbytes 4-bit NF4 (slow on CPU: shown for size)"))
     if include_slow and not gpu:
-        out.append(Candidate("ort-fp16", "onnx,fp16", "onnxruntime", "ORT fp16 on CPU (no faster: shown for size)"))
+        out.append(Candidate("ort-fp16", f"{ONNX},fp16", "onnxruntime", "ORT fp16 on CPU (no faster: shown for size)"))
     return out

@@ -19,7 +19,7 @@ from pathlib import Path
 from ..cache import atomic_dir, cache_dir, copy_tree, is_complete, write_json
 from ..errors import DiskFullError, SlimformerError, disk_full, first_line
 from ..metrics import agreement
-from . import onnx_export, openvino_int8, ort_optimize, quantize_onnx, torch_precision  # noqa: F401  (registers)
+from . import cls_only, onnx_export, openvino_int8, ort_optimize, quantize_onnx, torch_precision  # noqa: F401  (registers)
 from .base import (
     HANDLERS,
     TECHNIQUES,
@@ -136,8 +136,7 @@ def apply_step(source: Artifact, config: TechniqueConfig, context: BuildContext)
         write_json(tmp / "manifest.json", manifest)  # the temporary directory is loadable; not yet complete
         if context.check_texts:
             step["check"] = _check(source, Artifact(tmp, manifest), context.check_texts)
-            if isinstance(config, onnx_export.OnnxExportConfig):
-                onnx_export.check_export(config, step["check"])
+            config.check_result(step["check"])
             write_json(tmp / "manifest.json", manifest)
     return open_artifact(target)
 

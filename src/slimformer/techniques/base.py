@@ -103,6 +103,9 @@ class TechniqueConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"technique": self.name, **dataclasses.asdict(self)}
 
+    def check_result(self, check: dict) -> None:
+        """Called by the build with the new artifact's agreement with its input; raise BuildError to refuse it."""
+
 
 @dataclass
 class BuildContext:

@@ -27,6 +27,12 @@ class OnnxExportConfig(TechniqueConfig):
     opset: int = 17
     tolerance: float = 1e-4  # max abs logit difference to PyTorch on the check texts
 
+    def check_result(self, check: dict) -> None:
+        if check["max_abs_logit_diff"] > self.tolerance:
+            raise BuildError(f"onnx: exported logits differ from PyTorch by {check['max_abs_logit_diff']:.2e}, "
+                             f"above the tolerance {self.tolerance:.0e} (labels flipped on "
+                             f"{100 * check['label_flip_rate']:.1f}% of {check['n']} texts)")
+
 
 @register(OnnxExportConfig)
 def export_onnx(config: OnnxExportConfig, source: Artifact, out: Path, context: BuildContext) -> dict:
@@ -63,11 +69,3 @@ def export_onnx(config: OnnxExportConfig, source: Artifact, out: Path, context: 
         arch = ", ".join(model.config.architectures or [type(model).__name__])
         raise BuildError(f"onnx: the exporter cannot handle {arch}: {first_line(e)}") from None
     return {"opset": config.opset, "inputs": names}
-
-
-def check_export(config: OnnxExportConfig, check: dict) -> None:
-    """Called by the build with the agreement between PyTorch and the exported model."""
-    if check["max_abs_logit_diff"] > config.tolerance:
-        raise BuildError(f"onnx: exported logits differ from PyTorch by {check['max_abs_logit_diff']:.2e}, above "
-                         f"the tolerance {config.tolerance:.0e} (labels flipped on "
-                         f"{100 * check['label_flip_rate']:.1f}% of {check['n']} texts)")
