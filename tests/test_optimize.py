@@ -182,6 +182,34 @@ def test_resume_after_kill(tmp_path, tiny_bert, tiny_distilbert, topics_csv):
     assert (out / "report.html").is_file()
 
 
+def test_resume_after_an_upgrade_rebuilds_and_measures_again_what_a_new_recipe_changed(tmp_path, tiny_bert,
+                                                                                         topics_csv, monkeypatch):
+    from dataclasses import replace
+
+    from slimformer import recipes
+
+    out, settings, real = tmp_path / "run", OptimizeSettings(threads=(1,), only=("ort-fp32",), bench=QUICK), \
+        recipes.candidates
+    monkeypatch.setattr(recipes, "candidates", lambda *a, **k: [  # what an earlier slimformer built: the export alone
+        replace(c, recipe="onnx") if c.name == "ort-fp32" else c for c in real(*a, **k)])
+    optimize(str(tiny_bert), DataSpec(str(topics_csv)), out, settings)
+    before = {v["name"]: v for v in _measured(out / "results.json")}
+    def steps() -> list[str]:
+        return [s["technique"] for s in json.loads((out / "variants" / "teacher-ort-fp32" / "manifest.json")
+                                                   .read_text())["steps"]]
+
+    assert steps() == ["onnx"]
+    monkeypatch.setattr(recipes, "candidates", real)
+    optimize(str(tiny_bert), DataSpec(str(topics_csv)), out, settings, resume=True)
+    after = {v["name"]: v for v in _measured(out / "results.json")}
+    assert steps() == ["onnx", "cls-only"]  # rebuilt with today's recipe, and measured again
+    key = json.loads((out / "variants" / "teacher-ort-fp32" / "manifest.json").read_text())["key"]
+    assert before["teacher-ort-fp32-t1"]["artifact"] != key == after["teacher-ort-fp32-t1"]["artifact"]
+    assert after["teacher-ort-fp32-t1"]["latency_ms"] != before["teacher-ort-fp32-t1"]["latency_ms"]
+    # the PyTorch baseline did not change: kept as measured
+    assert after["teacher-torch-fp32-t1"]["latency_ms"] == before["teacher-torch-fp32-t1"]["latency_ms"]
+
+
 def test_unwritable_output(tmp_path, tiny_bert, topics_csv):
     blocker = tmp_path / "file"
     blocker.write_text("x")

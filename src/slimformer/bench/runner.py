@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..cache import write_json
+from ..cache import read_manifest, write_json
 from ..data import check_label_space, load_dataset
 from ..errors import DiskFullError, OutputError, SlimformerError
 from ..hardware import fingerprint
@@ -30,6 +30,12 @@ SCHEMA_VERSION = 1
 def absolute(model: str) -> str:
     """A local path made absolute; anything else (a hub id) as given."""
     return os.path.abspath(model) if os.path.exists(model) else model
+
+
+def artifact_key(model: str) -> str | None:
+    """The content key a built artifact's manifest records (None for a plain checkpoint or a hub id): a variant
+    rebuilt in place under the same path is measured again on resume."""
+    return read_manifest(Path(model)).get("key") if os.path.isdir(model) else None
 
 
 @dataclass(frozen=True)
@@ -172,9 +178,9 @@ def run_benchmark(variants: list[Variant], data: DataSpec, settings: BenchSettin
         logits_path = logits_dir / f"{names[i]}.npy"
         latencies_path = logits_dir / f"{names[i]}.latency_ms.npy"
         ident = {"name": names[i], "model": str(variant.model), "runtime": variant.runtime,
-                 "threads": variant.threads, "options": variant.options}
+                 "threads": variant.threads, "options": variant.options, "artifact": artifact_key(variant.model)}
         old = previous.get(names[i])
-        same = old and all((absolute(old[k]) if k == "model" else old[k]) == v for k, v in ident.items())
+        same = old and all((absolute(old[k]) if k == "model" else old.get(k)) == v for k, v in ident.items())
         if same and logits_path.is_file() and latencies_path.is_file():
             logits = np.load(logits_path)
             if i == 0:

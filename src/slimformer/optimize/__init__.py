@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..bench.runner import BenchSettings, DataSpec, Variant, run_benchmark
-from ..cache import is_complete, write_json
+from ..cache import is_complete, read_manifest, write_json
 from ..errors import OutputError, SlimformerError, first_line
 from ..progress import console, progress_bar
 from .select import Budget, assess, miss_text, select
@@ -73,7 +73,7 @@ def _prepare(out: Path, recipe: dict, resume: bool) -> None:
 
 def _build_variants(sources: dict[str, str], candidates, out: Path, context) -> tuple[list[dict], list[dict]]:
     """Build every (source, candidate) artifact into out/variants; a failing candidate is recorded, not fatal."""
-    from ..techniques import build, parse_recipe
+    from ..techniques import build, parse_recipe, recipe_key
 
     built, failed = [], []
     todo = [(s, c) for s in sources for c in candidates]
@@ -84,7 +84,8 @@ def _build_variants(sources: dict[str, str], candidates, out: Path, context) -> 
             update(advance=0, status=name)
             if not candidate.recipe:
                 path = Path(sources[source])  # the model as it is
-            elif not is_complete(path):
+            elif not is_complete(path) or read_manifest(path).get("key") != recipe_key(
+                    sources[source], parse_recipe(candidate.recipe), context):  # resumed after an upgrade
                 try:
                     build(sources[source], parse_recipe(candidate.recipe), path, context, overwrite=True)
                 except OutputError:

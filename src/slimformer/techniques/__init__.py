@@ -157,6 +157,16 @@ def build(model: str | Path, recipe: list[TechniqueConfig], out: Path | None = N
     return artifact
 
 
+def recipe_key(model: str | Path, recipe: list[TechniqueConfig], context: BuildContext) -> str:
+    """The cache key `build(model, recipe, context=context)` gives its final artifact, without building: a built
+    artifact whose manifest holds another key was made by another recipe, slimformer version or calibration set."""
+    source = open_artifact(model)
+    key = source.key
+    for config in recipe:
+        key = step_key(Artifact(source.path, {"key": key}), config, context)
+    return key
+
+
 def context_from_dataset(dataset, calibration_size: int = 256, check_size: int = CHECK_TEXTS) -> BuildContext:
     """Calibration texts from the training split, check texts from validation (both real, both fixed)."""
     return BuildContext(calibration_texts=dataset["train"].texts[:calibration_size],
@@ -165,4 +175,4 @@ def context_from_dataset(dataset, calibration_size: int = 256, check_size: int =
 
 
 __all__ = ["DEFAULT_RUNTIME", "TECHNIQUES", "Artifact", "BuildContext", "BuildError", "TechniqueConfig", "build",
-           "context_from_dataset", "open_artifact", "parse_recipe"]
+           "context_from_dataset", "open_artifact", "parse_recipe", "recipe_key"]
