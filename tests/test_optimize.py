@@ -173,6 +173,9 @@ def test_resume_after_kill(tmp_path, tiny_bert, tiny_distilbert, topics_csv):
     assert_one_line_error(run(*args), "exists already", "--resume")
     other = [a if a != str(tiny_bert) else str(tiny_distilbert) for a in args]
     assert_one_line_error(run(*other, "--resume"), "run of another model")
+    other_data = write_csv(tmp_path / "other.csv", keyword_rows(300, seed=7))
+    assert_one_line_error(run(*[a if a != str(topics_csv) else str(other_data) for a in args], "--resume"),
+                          "run of another dataset")
     finished = run(*args, "--resume")
     assert finished.returncode == 0, finished.stderr
     after = {v["name"]: v for v in _measured(out / "results.json")}
