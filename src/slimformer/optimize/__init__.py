@@ -12,6 +12,7 @@ Stages (each persisted the moment it finishes, so `--resume` after a crash or ki
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -73,7 +74,11 @@ def _prepare(out: Path, recipe: dict, resume: bool) -> None:
 
 def _build_variants(sources: dict[str, str], candidates, out: Path, context) -> tuple[list[dict], list[dict]]:
     """Build every (source, candidate) artifact into out/variants; a failing candidate is recorded, not fatal."""
-    from ..techniques import build, parse_recipe, recipe_key
+    from ..techniques import build, open_artifact, parse_recipe, recipe_key
+
+    @functools.cache
+    def source_key(source: str) -> str:  # a content hash of the checkpoint: once per source, not per candidate
+        return open_artifact(sources[source]).key
 
     built, failed = [], []
     todo = [(s, c) for s in sources for c in candidates]
@@ -82,12 +87,13 @@ def _build_variants(sources: dict[str, str], candidates, out: Path, context) -> 
             name = f"{source}-{candidate.name}"
             path = out / "variants" / name
             update(advance=0, status=name)
-            if not candidate.recipe:
+            recipe = parse_recipe(candidate.recipe) if candidate.recipe else []
+            if not recipe:
                 path = Path(sources[source])  # the model as it is
-            elif not is_complete(path) or read_manifest(path).get("key") != recipe_key(
-                    sources[source], parse_recipe(candidate.recipe), context):  # resumed after an upgrade
+            elif not (is_complete(path) and read_manifest(path).get("key") == recipe_key(
+                    source_key(source), recipe, context)):  # a finished build of today's recipe is kept
                 try:
-                    build(sources[source], parse_recipe(candidate.recipe), path, context, overwrite=True)
+                    build(sources[source], recipe, path, context, overwrite=True)
                 except OutputError:
                     raise  # disk full, unwritable: every later candidate would fail the same way
                 except SlimformerError as e:

@@ -157,13 +157,13 @@ def build(model: str | Path, recipe: list[TechniqueConfig], out: Path | None = N
     return artifact
 
 
-def recipe_key(model: str | Path, recipe: list[TechniqueConfig], context: BuildContext) -> str:
-    """The cache key `build(model, recipe, context=context)` gives its final artifact, without building: a built
-    artifact whose manifest holds another key was made by another recipe, slimformer version or calibration set."""
-    source = open_artifact(model)
-    key = source.key
+def recipe_key(source_key: str, recipe: list[TechniqueConfig], context: BuildContext) -> str:
+    """The cache key `build` gives the final artifact of `recipe` applied to the model whose key is `source_key`,
+    without building: a built artifact whose manifest holds another key was made by another recipe, slimformer
+    version or calibration set."""
+    key = source_key
     for config in recipe:
-        key = step_key(Artifact(source.path, {"key": key}), config, context)
+        key = step_key(Artifact(Path(), {"key": key}), config, context)
     return key
 
 

@@ -78,13 +78,12 @@ def _movable(producer, x: str, consumers: dict, outputs: set, constants: dict) -
     return all(constants[i].ndim <= 1 for i in producer.input if i in constants)
 
 
-def _merge_twins(graph, gather, consumers: dict, constants: dict) -> bool:
+def _merge_twins(graph, gather, consumers: dict, outputs: set, constants: dict) -> bool:
     """When every reader of the gathered tensor selects the same token, keep one Gather for all of them."""
     x, index = gather.input[0], _token_index(gather, constants)
     readers = consumers.get(x, [])
     twins = [n for n in readers if n is not gather and _token_index(n, constants) == index]
-    if not twins or len(twins) + 1 != len(readers) or any(t.output[0] in {o.name for o in graph.output}
-                                                           for t in twins):
+    if not twins or len(twins) + 1 != len(readers) or any(t.output[0] in outputs for t in twins):
         return False
     renamed = {t.output[0]: gather.output[0] for t in twins}
     for node in graph.node:
@@ -123,7 +122,7 @@ def select_token_early(model) -> int:
             for i in node.input:
                 consumers.setdefault(i, []).append(node)
         for gather in (n for n in graph.node if _token_index(n, constants) is not None):
-            if _merge_twins(graph, gather, consumers, constants):
+            if _merge_twins(graph, gather, consumers, outputs, constants):
                 break
             x = gather.input[0]
             producer = producers.get(x)
