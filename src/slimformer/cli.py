@@ -310,6 +310,57 @@ def predict(
 
 
 @app.command()
+def serve(
+    bundle: Annotated[str, typer.Argument(help="A bundle from `slimformer export` (or any model/variant directory).")],
+    host: Annotated[str, typer.Option(help="Address to bind; the default answers this machine only.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes, each with its own model and its share of "
+                                         "the cores (`slimformer loadtest` tells which count is faster).")] = 1,
+    threads: Annotated[int | None, typer.Option(min=1, help="Model threads per worker (default: the cores "
+                                                "divided among the workers).")] = None,
+    max_batch: Annotated[int, typer.Option(min=1, help="Most texts run as one batch.")] = 32,
+    max_wait_ms: Annotated[float, typer.Option(min=0.0, help="Fixed batching window: an idle model waits this "
+                                               "long for more texts (ignored with --target-p99-ms).")] = 5.0,
+    target_p99_ms: Annotated[float | None, typer.Option(min=0.1, help="Latency target: the batcher models its "
+                                                        "own batch cost and waits only while that keeps the "
+                                                        "oldest text inside it.")] = None,
+    max_queue: Annotated[int, typer.Option(min=1, help="Texts that may wait; beyond: 503 with Retry-After.")] = 512,
+    max_texts: Annotated[int, typer.Option(min=1, help="Texts per request; beyond: 413.")] = 64,
+    max_chars: Annotated[int, typer.Option(min=1, help="Characters per text; beyond: 413.")] = 2000,
+    max_body_bytes: Annotated[int, typer.Option(min=64, help="Request body size; beyond: 413.")] = 1_000_000,
+    timeout_s: Annotated[float, typer.Option("--timeout-s", min=0.01, help="Request timeout; beyond: 504.")] = 10.0,
+    api_key_file: Annotated[Path | None, typer.Option(help="File holding the API key clients must send "
+                                                      "(Authorization: Bearer KEY or X-API-Key); else 401.")] = None,
+    ray: Annotated[bool, typer.Option("--ray", help="Serve on Ray Serve instead (local Ray unless "
+                                      "--ray-address).")] = False,
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join (ray://... or auto).")] = None,
+    replicas: Annotated[int, typer.Option(min=1, help="Ray Serve replicas.")] = 1,
+    autoscale: Annotated[str | None, typer.Option(help="Ray Serve autoscaling MIN:MAX replicas (instead of "
+                                                  "--replicas).")] = None,
+) -> None:
+    """Serve a bundle over HTTP with dynamic batching: POST /v1/classify {"texts": [...]}; /v1/info, /healthz,
+    /readyz, /metrics, and the OpenAPI spec at /docs. SIGTERM finishes the requests in flight, then exits.
+
+    Example: slimformer serve runs/demo/bundle --port 8000
+    """
+    from .serve import ServeSettings, run_server, startup_lines
+
+    settings = ServeSettings(bundle=bundle, host=host, port=port, threads=threads, workers=workers,
+                             max_batch=max_batch, max_wait_ms=max_wait_ms, target_p99_ms=target_p99_ms,
+                             max_queue=max_queue, max_texts=max_texts, max_chars=max_chars,
+                             max_body_bytes=max_body_bytes, timeout_s=timeout_s,
+                             api_key_file=str(api_key_file) if api_key_file else None)
+    for line in startup_lines(settings):
+        out.print(line, highlight=False)
+    if ray:
+        from .serve.ray_serve import RayOptions, run_ray_server
+
+        run_ray_server(settings, RayOptions.parse(ray_address, replicas, autoscale))
+    else:
+        run_server(settings)
+
+
+@app.command()
 def bench(
     model: Annotated[list[str], typer.Option("--model", "--variant", "-m", help="Model or built variant directory; "
                                              "repeat to compare several (the first is the reference for label "
