@@ -195,3 +195,13 @@ def test_a_bundle_that_does_not_load_exits_2_with_one_line(serve, onnx_bundle, t
     assert "error:" in s.output() and "did not load" in s.output() and "Traceback" not in s.output()
     missing = serve(tmp_path / "nope", wait_ready=False)
     assert missing.proc.wait(60) == 2 and "bundle not found" in missing.output()
+
+
+def test_workers_share_the_port_and_sum_their_metrics(serve, onnx_bundle, texts):
+    s = serve(onnx_bundle, "--workers", "2")
+    for i in range(12):
+        assert classify(s.url, texts[i:i + 2]).status_code == 200
+    assert metric(s.url, "slimformer_texts_total") == 24  # both workers' counts, whichever answers /metrics
+    info = httpx.get(s.url + "/v1/info").json()
+    assert info["workers"] == 2 and info["threads_per_worker"] == 1
+    assert s.stop() == 0

@@ -110,6 +110,23 @@ class Error(BaseModel):
     detail: str
 
 
+def predictions(rows, labels: list[str], probabilities: bool) -> list[dict]:
+    """The answer per text: its label and probability, and every label's when asked."""
+    out = []
+    for p in rows:
+        best = int(p.argmax())
+        prediction = {"label": labels[best], "score": float(p[best])}
+        if probabilities:
+            prediction["probabilities"] = {label: float(x) for label, x in zip(labels, p, strict=True)}
+        out.append(prediction)
+    return out
+
+
+def key_matches(given: str | None, key: bytes) -> bool:
+    """Constant-time comparison of an API key."""
+    return hmac.compare_digest((given or "").encode(), key)
+
+
 def _error(status: int, detail: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status, headers=headers)
 
@@ -274,8 +291,7 @@ def _api_key_check(key_file: str | None):
 
     def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
               api_key: Annotated[str | None, Depends(KEY_HEADER)]) -> None:
-        given = (credentials.credentials if credentials else api_key) or ""
-        if not hmac.compare_digest(given.encode(), key):
+        if not key_matches(credentials.credentials if credentials else api_key, key):
             raise Unauthorized()
 
     return check
@@ -334,15 +350,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
             return _error(504, f"no answer within the request timeout of {settings.timeout_s} s")
         finally:
             model.metrics.queue_depth.set(batcher.depth())
-        labels = model.predictor.labels
-        predictions = []
-        for p in rows:
-            best = int(p.argmax())
-            prediction = {"label": labels[best], "score": float(p[best])}
-            if body.probabilities:
-                prediction["probabilities"] = {label: float(x) for label, x in zip(labels, p, strict=True)}
-            predictions.append(prediction)
-        return JSONResponse({"predictions": predictions, "model": model.info_name})
+        return JSONResponse({"predictions": predictions(rows, model.predictor.labels, body.probabilities),
+                             "model": model.info_name})
 
     classify.__annotations__ = {"body": request_model(settings.max_texts, settings.max_chars), "return": Response}
     app.post("/v1/classify", response_model=ClassifyResponse, dependencies=protected, responses=ERRORS,
