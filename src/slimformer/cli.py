@@ -325,11 +325,14 @@ def serve(
     threads: Annotated[int | None, typer.Option(min=1, help="Model threads per worker (default: the cores "
                                                 "divided among the workers).")] = None,
     max_batch: Annotated[int, typer.Option(min=1, help="Most texts run as one batch.")] = 32,
-    max_wait_ms: Annotated[float, typer.Option(min=0.0, help="Fixed batching window: an idle model waits this "
-                                               "long for more texts (ignored with --target-p99-ms).")] = 5.0,
-    target_p99_ms: Annotated[float | None, typer.Option(min=0.1, help="Latency target: the batcher models its "
-                                                        "own batch cost and waits only while that keeps the "
-                                                        "oldest text inside it.")] = None,
+    target_p99_ms: Annotated[float, typer.Option(min=0.1, help="Latency target of the batcher: it models its own "
+                                                 "batch cost, waits for more texts only when batches that size "
+                                                 "could not keep up, and only while the oldest text stays inside "
+                                                 "half the target.")] = 50.0,
+    max_wait_ms: Annotated[float | None, typer.Option(min=0.0, help="A fixed batching window instead (Triton's "
+                                                      "max_queue_delay): an idle model always waits this long for "
+                                                      "more texts. With --ray: @serve.batch's wait (default 5).")] \
+        = None,
     max_queue: Annotated[int, typer.Option(min=1, help="Texts that may wait; beyond: 503 with Retry-After.")] = 512,
     max_texts: Annotated[int, typer.Option(min=1, help="Texts per request; beyond: 413.")] = 64,
     max_chars: Annotated[int, typer.Option(min=1, help="Characters per text; beyond: 413.")] = 2000,

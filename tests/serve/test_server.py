@@ -177,7 +177,7 @@ def test_sigterm_finishes_requests_in_flight_then_exits_0(serve, onnx_bundle, te
     t = threading.Thread(target=lambda: answers.append(classify(s.url, texts[:3])))
     t.start()
     time.sleep(0.5)
-    assert s.stop() == 0
+    assert s.stop() == 0, s.output()
     t.join(10)
     assert answers and answers[0].status_code == 200 and len(answers[0].json()["predictions"]) == 3
     with pytest.raises(httpx.TransportError):
@@ -204,4 +204,4 @@ def test_workers_share_the_port_and_sum_their_metrics(serve, onnx_bundle, texts)
     assert metric(s.url, "slimformer_texts_total") == 24  # both workers' counts, whichever answers /metrics
     info = httpx.get(s.url + "/v1/info").json()
     assert info["workers"] == 2 and info["threads_per_worker"] == 1
-    assert s.stop() == 0
+    assert s.stop() == 0, s.output()

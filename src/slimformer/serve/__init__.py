@@ -31,8 +31,8 @@ def startup_lines(settings: ServeSettings) -> list[str]:
     manifest = check_bundle(settings.bundle)
     b = manifest.get("bundle") or {}
     policy = settings.policy().describe()
-    wait = (f"latency target p99 {settings.target_p99_ms:g} ms" if settings.target_p99_ms
-            else f"max wait {settings.max_wait_ms:g} ms")
+    wait = (f"fixed wait {settings.max_wait_ms:g} ms" if settings.max_wait_ms is not None
+            else f"latency target p99 {settings.target_p99_ms:g} ms")
     return [f"{settings.bundle}: {b.get('variant') or Path(settings.bundle).name} ({manifest.get('format', 'hf')} "
             f"on {b.get('runtime') or 'its default runtime'}); {settings.workers} worker(s) x "
             f"{settings.worker_threads()} thread(s)",

@@ -44,8 +44,8 @@ class ServeSettings:
     threads: int | None = None  # per worker; None: the cores divided among the workers
     workers: int = 1
     max_batch: int = 32
-    max_wait_ms: float = 5.0
-    target_p99_ms: float | None = None
+    max_wait_ms: float | None = None  # set: a fixed batching window instead of the latency target
+    target_p99_ms: float = 50.0
     max_queue: int = 512
     max_texts: int = 64
     max_chars: int = 2000
@@ -54,8 +54,9 @@ class ServeSettings:
     api_key_file: str | None = None
 
     def policy(self) -> BatchPolicy:
-        return BatchPolicy(self.max_batch, self.max_wait_ms / 1e3,
-                           self.target_p99_ms / 1e3 if self.target_p99_ms else None, self.max_queue)
+        if self.max_wait_ms is not None:
+            return BatchPolicy(self.max_batch, self.max_wait_ms / 1e3, None, self.max_queue)
+        return BatchPolicy(self.max_batch, 0.0, self.target_p99_ms / 1e3, self.max_queue)
 
     def worker_threads(self) -> int:
         from ..hardware import cores_available

@@ -55,6 +55,8 @@ class ServerProcess:
         raise RuntimeError(f"server not ready in {timeout} s:\n{self.output()[-3000:]}")
 
     def output(self) -> str:
+        if self.log.closed:
+            return self.final_output
         self.log.flush()
         self.log.seek(0)
         return self.log.read()
@@ -70,7 +72,9 @@ class ServerProcess:
             self.proc.wait()
             raise
         finally:
-            self.log.close()
+            if not self.log.closed:
+                self.final_output = self.output()
+                self.log.close()
 
     def __enter__(self) -> ServerProcess:
         return self.wait_ready()

@@ -26,6 +26,8 @@ from starlette.responses import JSONResponse
 from ..errors import SlimformerError
 from .app import ServeSettings, batch_invariance, key_matches, predictions, read_manifest, request_model
 
+RAY_WAIT_MS = 5.0
+
 
 @dataclass(frozen=True)
 class RayOptions:
@@ -52,6 +54,8 @@ class Classifier:
         from ..runtimes import load_predictor
 
         self.settings = ServeSettings(**settings)
+        # @serve.batch has a fixed window only: --max-wait-ms, else 5 ms (Ray Serve's own default is 10)
+        self.wait_ms = RAY_WAIT_MS if self.settings.max_wait_ms is None else self.settings.max_wait_ms
         self.predictor = load_predictor(self.settings.bundle, threads=threads)
         self.threads = threads
         self.manifest = read_manifest(self.settings.bundle)
@@ -61,7 +65,7 @@ class Classifier:
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="slimformer-model")
         self.softmax = lambda logits: np.exp(log_softmax(logits))
         self.classify_batch.set_max_batch_size(self.settings.max_batch)
-        self.classify_batch.set_batch_wait_timeout_s(self.settings.max_wait_ms / 1e3)
+        self.classify_batch.set_batch_wait_timeout_s(self.wait_ms / 1e3)
         self.run_batch(["warm up"] * min(8, self.settings.max_batch))
 
     def run_batch(self, texts: list[str]) -> np.ndarray:
@@ -77,7 +81,7 @@ class Classifier:
         return {"state": "ready", "bundle": str(Path(s.bundle).resolve()), "runtime": self.predictor.runtime,
                 "labels": self.predictor.labels, "max_length": self.predictor.max_length,
                 "batch_invariance": batch_invariance(self.manifest),
-                "batching": {"policy": "ray-serve-batch", "max_batch": s.max_batch, "max_wait_ms": s.max_wait_ms},
+                "batching": {"policy": "ray-serve-batch", "max_batch": s.max_batch, "max_wait_ms": self.wait_ms},
                 "limits": {"max_texts": s.max_texts, "max_chars": s.max_chars, "max_body_bytes": s.max_body_bytes,
                            "timeout_s": s.timeout_s, "max_queue": s.max_queue, "api_key": bool(self.key)},
                 "threads_per_replica": self.threads}
