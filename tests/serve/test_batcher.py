@@ -83,3 +83,15 @@ def test_concurrent_submits_share_batches_and_each_gets_its_rows():
     for texts, rows in zip(calls, results, strict=True):
         assert [r[0] for r in rows] == [len(t) for t in texts]
     assert len(samples) - 3 < 10  # fewer batches than requests: they were coalesced
+
+
+def test_the_serving_path_imports_no_torch():
+    """The server, batcher, load generator and file scorer leave torch to the runtimes that need it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, slimformer.serve, slimformer.serve.app, slimformer.serve.batcher, slimformer.loadtest, "
+            "slimformer.scale.predict, slimformer.serve.process; "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
