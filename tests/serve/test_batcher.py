@@ -95,3 +95,31 @@ def test_the_serving_path_imports_no_torch():
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_padding_splitter_runs_short_and_long_texts_apart_with_the_same_answers():
+    from slimformer.serve.batcher import PaddingSplitter
+
+    calls = []
+
+    def forward(encoded):  # padding-invariant: per row, the sum of its real tokens and their count
+        calls.append(encoded["input_ids"].shape)
+        mask = encoded["attention_mask"]
+        return np.stack([(encoded["input_ids"] * mask).sum(1), mask.sum(1)], axis=1).astype(np.float32)
+
+    lengths = [5, 50, 6, 5, 48]
+    ids = np.zeros((5, 50), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for row, n in enumerate(lengths):
+        ids[row, :n], mask[row, :n] = row + 1, 1
+    encoded = {"input_ids": ids, "attention_mask": mask}
+    splitter = PaddingSplitter(forward)
+    assert [len(g) for g in splitter.plan(np.array(lengths))] == [5]  # nothing measured yet: one batch
+    for tokens in (10, 100, 1000):
+        splitter.cost.add(tokens, 0.001 + 1e-5 * tokens)  # a = 1 ms, c = 10 µs per padded token
+    groups = splitter.plan(np.array(lengths))
+    assert [sorted(g.tolist()) for g in groups] == [[0, 2, 3], [1, 4]]
+    calls.clear()
+    out = splitter(encoded)
+    assert calls == [(3, 6), (2, 50)]  # each group trimmed to its own longest text
+    np.testing.assert_array_equal(out, forward(encoded))

@@ -28,12 +28,12 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .batcher import Batcher, BatchPolicy, QueueFull
+from .batcher import Batcher, BatchPolicy, PaddingSplitter, QueueFull
 from .metrics import ServerMetrics
 
 log = logging.getLogger("uvicorn.error")  # uvicorn configures it: our lines sit with its own
 SETTINGS_ENV = "SLIMFORMER_SERVE_SETTINGS"  # how `--workers` processes receive their settings
-WARMUP_TEXT = "how far is it from the warm up text to the model of the server"
+WARMUP_WORD = "warm"
 
 
 @dataclass(frozen=True)
@@ -217,18 +217,20 @@ class Model:
         from ..runtimes import load_predictor
 
         predictor = load_predictor(self.settings.bundle, threads=self.threads)
+        self.splitter = PaddingSplitter(predictor.forward)
 
         def run_batch(texts: list[str]) -> np.ndarray:
-            return np.exp(log_softmax(predictor.forward(predictor.tokenize(texts))))
+            return np.exp(log_softmax(self.splitter(predictor.tokenize(texts))))
 
         self.run_batch = run_batch
         self.predictor = predictor
         sizes = sorted({1, 2, 4, 8, 16, 32, 64, self.settings.max_batch} & set(range(1, self.settings.max_batch + 1)))
         self.warmup = []
         for n in sizes:
-            for _ in range(3):
+            for words in (3, 12, 40):  # several lengths: the splitter's cost model needs more than one shape
+                batch = [" ".join([WARMUP_WORD] * words)] * n
                 start = time.perf_counter()
-                run_batch([WARMUP_TEXT] * n)
+                run_batch(batch)
                 self.warmup.append((n, time.perf_counter() - start))
 
     async def start(self) -> None:
@@ -244,7 +246,7 @@ class Model:
                 self.on_failed()
             return
         self.batcher = Batcher(self.run_batch, self.settings.policy(), self.executor, self.metrics.on_batch)
-        for n, seconds in self.warmup[len(self.warmup) // 2:]:  # the later, warmer half seeds the cost model
+        for n, seconds in self.warmup[len(self.warmup) // 3:]:  # past the first, cold calls: seeds the cost model
             self.batcher.cost.add(n, seconds)
         self.batcher.start()
         self.state = "ready"
@@ -272,7 +274,8 @@ class Model:
             "bundle_metrics": {k: bundle.get("metrics", {}).get(k) for k in ("accuracy", "latency_ms_end_to_end")
                                if k in bundle.get("metrics", {})},
             "batching": s.policy().describe() | (
-                {"cost_model": self.batcher.cost.to_dict(), "batch_cap": self.batcher.batch_cap()}
+                {"cost_model": self.batcher.cost.to_dict(), "batch_cap": self.batcher.batch_cap(),
+                 "forward_cost": self.splitter.cost.to_dict()}
                 if self.batcher else {}),
             "limits": {"max_texts": s.max_texts, "max_chars": s.max_chars, "max_body_bytes": s.max_body_bytes,
                        "timeout_s": s.timeout_s, "max_queue": s.max_queue, "api_key": bool(s.api_key_file)},

@@ -42,9 +42,10 @@ class QueueFull(Exception):
 
 
 class CostModel:
-    """Batch seconds ≈ a + b·n, fit by least squares over the last `window` batches."""
+    """Batch seconds ≈ a + b·n (n: texts, or padded tokens), fit by least squares over the last `window` batches."""
 
-    def __init__(self, window: int = 256):
+    def __init__(self, window: int = 256, unit: str = "text"):
+        self.unit = unit
         self.samples: deque[tuple[int, float]] = deque(maxlen=window)
         self.a, self.b = 0.0, 0.0
         self._since_fit = 0
@@ -70,7 +71,67 @@ class CostModel:
         return self.a + self.b * n
 
     def to_dict(self) -> dict:
-        return {"fixed_ms": round(self.a * 1e3, 4), "per_text_ms": round(self.b * 1e3, 4), "batches": len(self.samples)}
+        return {"fixed_ms": round(self.a * 1e3, 4), f"per_{self.unit}_ms": round(self.b * 1e3, 5),
+                "batches": len(self.samples)}
+
+
+class PaddingSplitter:
+    """Run one tokenized batch as sub-batches of similar length when that costs less than padding every text to
+    the longest.
+
+    Forward time ≈ a + c·(rows × padded length), fit online over this model's own forward calls. Sorted by
+    length, the partition into contiguous groups minimising Σ (a + c·rows_i·length_i) is found by dynamic
+    programming (O(n²) for n texts, microseconds at n <= 64). Each group keeps only the columns its own texts
+    fill (attention mask), so nothing is tokenized twice; the padding left is what the bundle's measured batch
+    invariance covers."""
+
+    def __init__(self, forward: Callable[[dict[str, np.ndarray]], np.ndarray]):
+        self.forward = forward
+        self.cost = CostModel(unit="token")
+
+    def plan(self, lengths: np.ndarray) -> list[np.ndarray]:
+        """Groups of row indices, shortest texts first."""
+        order = np.argsort(lengths, kind="stable")
+        n = len(order)
+        a, c = self.cost.a, self.cost.b
+        if n < 2 or c <= 0 or len({s[0] for s in self.cost.samples}) < 2:
+            return [order]
+        sorted_lengths = lengths[order]
+        best = [0.0] + [float("inf")] * n  # best[j]: cost of the first j texts
+        cut = [0] * (n + 1)
+        for j in range(1, n + 1):
+            for i in range(j):
+                total = best[i] + a + c * (j - i) * sorted_lengths[j - 1]
+                if total < best[j]:
+                    best[j], cut[j] = total, i
+        groups, j = [], n
+        while j > 0:
+            groups.append(order[cut[j]:j])
+            j = cut[j]
+        return groups[::-1]
+
+    def _timed(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
+        start = time.perf_counter()
+        logits = self.forward(encoded)
+        self.cost.add(int(encoded["input_ids"].size), time.perf_counter() - start)
+        return logits
+
+    def __call__(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
+        mask = encoded.get("attention_mask")
+        if mask is None or len(mask) < 2:
+            return self._timed(encoded)
+        groups = self.plan(mask.sum(axis=1))
+        if len(groups) == 1:
+            return self._timed(encoded)
+        out = None
+        for rows in groups:
+            filled = np.flatnonzero(mask[rows].any(axis=0))
+            columns = slice(filled[0], filled[-1] + 1)  # padding is on one side: the filled columns are contiguous
+            logits = self._timed({k: v[rows][:, columns] for k, v in encoded.items()})
+            if out is None:
+                out = np.empty((len(mask), logits.shape[1]), dtype=logits.dtype)
+            out[rows] = logits
+        return out
 
 
 class ArrivalRate:

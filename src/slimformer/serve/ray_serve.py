@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse
 
 from ..errors import SlimformerError
 from .app import ServeSettings, batch_invariance, key_matches, predictions, read_manifest, request_model
+from .batcher import PaddingSplitter
 
 RAY_WAIT_MS = 5.0
 
@@ -64,12 +65,15 @@ class Classifier:
             else None
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="slimformer-model")
         self.softmax = lambda logits: np.exp(log_softmax(logits))
+        self.splitter = PaddingSplitter(self.predictor.forward)
         self.classify_batch.set_max_batch_size(self.settings.max_batch)
         self.classify_batch.set_batch_wait_timeout_s(self.wait_ms / 1e3)
-        self.run_batch(["warm up"] * min(8, self.settings.max_batch))
+        for n in (1, 4, min(16, self.settings.max_batch)):  # warm up, and seed the splitter's cost model
+            for words in (3, 12, 40):
+                self.run_batch([" ".join(["warm"] * words)] * n)
 
     def run_batch(self, texts: list[str]) -> np.ndarray:
-        return self.softmax(self.predictor.forward(self.predictor.tokenize(texts)))
+        return self.softmax(self.splitter(self.predictor.tokenize(texts)))
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def classify_batch(self, texts: list[str]) -> list[np.ndarray]:
