@@ -11,7 +11,7 @@ runs here, on the same 2 cores, which is what a loopback measurement on this mac
    batching with a fixed --max-wait-ms, dynamic batching with --target-p99-ms, 2 workers x 1 thread, and the
    PyTorch FP32 teacher served the same way (the production speed-up is the ratio of the two maxima);
 3. fixed wait vs latency target at the same offered loads (a sweep), p50/p99 at each;
-4. with Ray installed and --ray: the same bundle on Ray Serve at concurrency 1 (the proxy's overhead).
+4. with Ray installed: the same bundle on Ray Serve (1 replica, @serve.batch) at concurrency 1.
 
 Writes benchmarks/results/serve.json, serve.md and serve.png (p99 vs offered load, one line per server).
 """
@@ -19,6 +19,7 @@ Writes benchmarks/results/serve.json, serve.md and serve.png (p99 vs offered loa
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -78,7 +79,8 @@ def main() -> None:
     parser.add_argument("--min-queries", type=int, default=200)
     parser.add_argument("--steps", type=int, default=6, help="runs per max-rate search")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="the fixed window compared")
-    parser.add_argument("--ray", action="store_true", help="also measure Ray Serve at concurrency 1")
+    parser.add_argument("--no-ray", dest="ray", action="store_false",
+                        help="skip Ray Serve at concurrency 1 (measured when ray is installed)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/serve.json"))
     args = parser.parse_args()
     if not (args.bundle / "manifest.json").is_file():
@@ -115,7 +117,7 @@ def main() -> None:
     bundle = str(args.bundle)
     p99 = ("--target-p99-ms", str(args.p99_ms))
     target = serve(TARGET, bundle, *p99, c1=True)
-    fixed = serve(f"dynamic, fixed wait {args.max_wait_ms:g} ms, 1 x {cores} threads", bundle, "--max-wait-ms",
+    fixed = serve(f"dynamic, fixed wait {args.max_wait_ms:g} ms, 1 worker x all threads", bundle, "--max-wait-ms",
                   str(args.max_wait_ms), c1=True)
     serve(SINGLE, bundle, "--max-batch", "1", "--max-wait-ms", "0")
     if cores >= 2:
@@ -140,7 +142,7 @@ def main() -> None:
             sweep[name] = runs
     results["sweep_fixed_vs_target"] = sweep
 
-    if args.ray:
+    if args.ray and importlib.util.find_spec("ray"):
         try:
             with ServerProcess(bundle, "--ray", "--replicas", "1") as server:
                 at = replace(base, url=server.url, concurrency=1, p99_ms=None)
