@@ -107,6 +107,11 @@ def _queries(texts: list[str], per_query: int, seed: int):
 
 async def _run(settings: LoadSettings, texts: list[str]) -> dict:
     client = _Client(settings.url, settings.max_connections, settings.api_key)
+    try:  # one clear error for a server that is not there, rather than a run of failed queries
+        _, writer = await asyncio.wait_for(asyncio.open_connection(client.host, client.port), settings.timeout_s)
+        writer.close()
+    except (OSError, TimeoutError) as e:
+        raise SlimformerError(f"cannot reach {settings.url}: {getattr(e, 'strerror', None) or e}") from None
     bodies = _queries(texts, settings.texts_per_query, settings.seed)
     latencies: list[float] = []
     errors: dict[str, int] = {}
@@ -208,11 +213,8 @@ def run_load(settings: LoadSettings, texts: list[str]) -> dict:
         raise SlimformerError("loadtest needs at least one text")
     if settings.texts_per_query > len(texts):
         raise SlimformerError(f"--texts-per-request {settings.texts_per_query} > the {len(texts)} texts available")
-    try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            return runner.run(_run(settings, texts))
-    except (ConnectionRefusedError, OSError) as e:
-        raise SlimformerError(f"cannot reach {settings.url}: {e.strerror or e}") from None
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(_run(settings, texts))
 
 
 def find_max_qps(settings: LoadSettings, texts: list[str], steps: int = 7, progress=None) -> dict:

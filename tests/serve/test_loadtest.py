@@ -6,7 +6,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+from slimformer.errors import SlimformerError
 from slimformer.loadtest import LoadSettings, run_load, verdict
+from slimformer.serve.process import free_port
 
 
 def test_closed_open_and_find_max_qps_through_the_cli(serve, onnx_bundle, tmp_path, texts):
@@ -39,3 +43,13 @@ def test_errors_and_a_missed_bound_make_a_run_invalid(serve, onnx_bundle, texts)
     assert status == "INVALID" and len(reasons) == 4, reasons
     ok = result | {"duration_s": 10.0, "queries": 100, "achieved_qps": 99.0, "latency_ms": {"p99": 4.0}}
     assert verdict(ok, settings) == ("VALID", [])
+
+
+def test_a_server_that_is_not_there_is_one_line(tmp_path, texts):
+    (tmp_path / "t.txt").write_text("a text\n")
+    proc = subprocess.run([sys.executable, "-c", "from slimformer.cli import main; main()", "loadtest",
+                           f"http://127.0.0.1:{free_port()}", "--input", str(tmp_path / "t.txt")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "cannot reach" in proc.stderr and "Traceback" not in proc.stderr
+    with pytest.raises(SlimformerError, match="takes an http://HOST:PORT URL"):
+        run_load(LoadSettings("ftp://x"), texts)

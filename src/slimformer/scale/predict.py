@@ -159,6 +159,10 @@ class Output:
                 raise OutputError(f"{self.state_path} is the checkpoint of another job (other input, model or text "
                                   "column); delete it and the .partial files, or choose another --out")
             self.state = saved["progress"]
+            for key, path in self.parts.items():
+                if not path.is_file() or path.stat().st_size < self.state["bytes"][key]:
+                    raise OutputError(f"{path} is missing or shorter than its checkpoint {self.state_path} says; "
+                                      "delete the checkpoint to start again")
         elif out.exists() and not overwrite:
             raise OutputError(f"{out} exists already; choose another --out or pass --overwrite")
         try:
