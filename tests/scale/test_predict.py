@@ -84,7 +84,7 @@ def test_rejects_name_every_bad_row(onnx_bundle, tmp_path):
 
 
 def test_resumed_after_a_real_kill_loses_and_repeats_no_row(onnx_bundle, tmp_path):
-    n = 6000
+    n = 3000
     src = jsonl_input(tmp_path / "in.jsonl", n)
     whole = run(str(onnx_bundle), "--input", str(src), "--out", str(tmp_path / "whole.jsonl"), "--chunk-size", "50")
     assert whole.returncode == 0, whole.stderr

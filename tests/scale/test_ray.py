@@ -49,8 +49,7 @@ def test_ray_serve_answers_like_the_predictor(onnx_bundle):
         serve.shutdown()
 
 
-@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
-def test_ray_data_writes_what_the_local_run_writes(onnx_bundle, tmp_path, suffix):
+def test_ray_data_writes_what_the_local_run_writes(onnx_bundle, tmp_path):
     from slimformer.scale.predict import predict_file
     from slimformer.scale.ray_data import predict_file_ray
 
@@ -60,8 +59,8 @@ def test_ray_data_writes_what_the_local_run_writes(onnx_bundle, tmp_path, suffix
     lines[99] = "{broken"
     src = tmp_path / "in.jsonl"
     src.write_text("\n".join(lines) + "\n")
-    local = predict_file(str(onnx_bundle), src, tmp_path / f"local{suffix}", chunk_size=64)
-    remote = predict_file_ray(str(onnx_bundle), src, tmp_path / f"ray{suffix}", threads=1, actors=1)
+    local = predict_file(str(onnx_bundle), src, tmp_path / "local.csv", chunk_size=64)
+    remote = predict_file_ray(str(onnx_bundle), src, tmp_path / "ray.csv", threads=1, actors=1)
     assert (remote["scored"], remote["rejected"]) == (local["scored"], local["rejected"]) == (297, 3)
-    assert (tmp_path / f"ray{suffix}").read_text() == (tmp_path / f"local{suffix}").read_text()
+    assert (tmp_path / "ray.csv").read_text() == (tmp_path / "local.csv").read_text()
     assert (tmp_path / "ray.rejects.jsonl").read_text() == (tmp_path / "local.rejects.jsonl").read_text()
