@@ -116,22 +116,23 @@ def main() -> None:
 
     bundle = str(args.bundle)
     p99 = ("--target-p99-ms", str(args.p99_ms))
-    target = serve(TARGET, bundle, *p99, c1=True)
-    fixed = serve(f"dynamic, fixed wait {args.max_wait_ms:g} ms, 1 worker x all threads", bundle, "--max-wait-ms",
-                  str(args.max_wait_ms), c1=True)
-    serve(SINGLE, bundle, "--max-batch", "1", "--max-wait-ms", "0")
+    one = ("--workers", "1")
+    target = serve(TARGET, bundle, *one, *p99, c1=True)
+    fixed = serve(f"dynamic, fixed wait {args.max_wait_ms:g} ms, 1 worker x all threads", bundle, *one,
+                  "--max-wait-ms", str(args.max_wait_ms), c1=True)
+    serve(SINGLE, bundle, *one, "--max-batch", "1", "--max-wait-ms", "0")
     if cores >= 2:
-        serve("dynamic, target p99, 1 worker x 1 thread", bundle, *p99, "--threads", "1", c1=True)
+        serve("dynamic, target p99, 1 worker x 1 thread", bundle, *one, *p99, "--threads", "1", c1=True)
         serve(f"dynamic, target p99, {cores} workers x 1 thread", bundle, *p99, "--workers", str(cores))
     teacher = args.teacher or teacher_of(args.bundle)
     if teacher:
-        serve(TEACHER, teacher, *p99, c1=True)
+        serve(TEACHER, teacher, *one, *p99, c1=True)
 
     # fixed wait vs latency target at the same offered loads
     top = max(target["search"]["max_qps"], fixed["search"]["max_qps"])
     sweep = {}
-    for name, extra in (("target", ("--target-p99-ms", str(args.p99_ms))),
-                        ("fixed", ("--max-wait-ms", str(args.max_wait_ms)))):
+    for name, extra in (("target", (*one, "--target-p99-ms", str(args.p99_ms))),
+                        ("fixed", (*one, "--max-wait-ms", str(args.max_wait_ms)))):
         with ServerProcess(bundle, *extra) as server:
             runs = []
             for share in (0.1, 0.3, 0.5, 0.7, 0.9):
@@ -144,7 +145,7 @@ def main() -> None:
 
     if args.ray and importlib.util.find_spec("ray"):
         try:
-            with ServerProcess(bundle, "--ray", "--replicas", "1") as server:
+            with ServerProcess(bundle, "--ray", "--replicas", "1", "--threads", str(cores)) as server:
                 at = replace(base, url=server.url, concurrency=1, p99_ms=None)
                 run_load(replace(at, min_duration_s=1.0, min_queries=50), texts)  # warm-up
                 results["ray_serve_concurrency_1"] = run_load(at, texts)

@@ -320,8 +320,10 @@ def serve(
     bundle: Annotated[str, typer.Argument(help="A bundle from `slimformer export` (or any model/variant directory).")],
     host: Annotated[str, typer.Option(help="Address to bind; the default answers this machine only.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
-    workers: Annotated[int, typer.Option(min=1, help="Server processes, each with its own model and its share of "
-                                         "the cores (`slimformer loadtest` tells which count is faster).")] = 1,
+    workers: Annotated[int | None, typer.Option(min=1, help="Server processes, each with its own model and its "
+                                                "share of the cores (default: one per core, 1 thread each, or "
+                                                "cores / --threads); `slimformer loadtest` tells which is faster "
+                                                "for your bundle.")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="Model threads per worker (default: the cores "
                                                 "divided among the workers).")] = None,
     max_batch: Annotated[int, typer.Option(min=1, help="Most texts run as one batch.")] = 32,

@@ -46,10 +46,10 @@ def texts() -> list[str]:
 
 
 class Server(ServerProcess):
-    """A server on a loopback port with one model thread, ready unless told otherwise."""
+    """A server on a loopback port: one worker with one model thread unless told otherwise, ready."""
 
     def __init__(self, bundle: Path, *args: str, wait_ready: bool = True):
-        super().__init__(bundle, "--threads", "1", *args)
+        super().__init__(bundle, "--workers", "1", "--threads", "1", *args)
         if wait_ready:
             self.wait_ready(60)
 

@@ -34,7 +34,7 @@ def startup_lines(settings: ServeSettings) -> list[str]:
     wait = (f"fixed wait {settings.max_wait_ms:g} ms" if settings.max_wait_ms is not None
             else f"latency target p99 {settings.target_p99_ms:g} ms")
     return [f"{settings.bundle}: {b.get('variant') or Path(settings.bundle).name} ({manifest.get('format', 'hf')} "
-            f"on {b.get('runtime') or 'its default runtime'}); {settings.workers} worker(s) x "
+            f"on {b.get('runtime') or 'its default runtime'}); {settings.worker_count()} worker(s) x "
             f"{settings.worker_threads()} thread(s)",
             f"batching: up to {policy['max_batch']} texts, {wait}, queue {policy['max_queue']} texts; "
             f"timeout {settings.timeout_s:g} s",
@@ -66,7 +66,7 @@ def run_server(settings: ServeSettings) -> None:
               "timeout_graceful_shutdown": int(settings.timeout_s) + 5}
     # uvicorn re-raises the signal it stopped on once it is done; a handler that ignores it lets us exit 0
     signal.signal(signal.SIGTERM, lambda *_: None)
-    if settings.workers == 1:
+    if settings.worker_count() == 1:
         app = create_app(settings)
         server = uvicorn.Server(uvicorn.Config(app, **common))
         model = app.state.model
@@ -78,4 +78,4 @@ def run_server(settings: ServeSettings) -> None:
     with tempfile.TemporaryDirectory(prefix="slimformer-metrics-") as metrics_dir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         os.environ[SETTINGS_ENV] = settings_env(settings)
-        uvicorn.run("slimformer.serve.app:app_from_env", factory=True, workers=settings.workers, **common)
+        uvicorn.run("slimformer.serve.app:app_from_env", factory=True, workers=settings.worker_count(), **common)

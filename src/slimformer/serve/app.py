@@ -42,7 +42,7 @@ class ServeSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     threads: int | None = None  # per worker; None: the cores divided among the workers
-    workers: int = 1
+    workers: int | None = None  # None: one per core (measured fastest on 2 cores: benchmarks/results/serve.md)
     max_batch: int = 32
     max_wait_ms: float | None = None  # set: a fixed batching window instead of the latency target
     target_p99_ms: float = 50.0
@@ -58,10 +58,15 @@ class ServeSettings:
             return BatchPolicy(self.max_batch, self.max_wait_ms / 1e3, None, self.max_queue)
         return BatchPolicy(self.max_batch, 0.0, self.target_p99_ms / 1e3, self.max_queue)
 
+    def worker_count(self) -> int:
+        from ..hardware import cores_available
+
+        return self.workers or max(1, cores_available() // (self.threads or 1))
+
     def worker_threads(self) -> int:
         from ..hardware import cores_available
 
-        return self.threads or max(1, cores_available() // self.workers)
+        return self.threads or max(1, cores_available() // self.worker_count())
 
 
 def read_manifest(bundle: str | Path) -> dict:
@@ -279,7 +284,7 @@ class Model:
                 if self.batcher else {}),
             "limits": {"max_texts": s.max_texts, "max_chars": s.max_chars, "max_body_bytes": s.max_body_bytes,
                        "timeout_s": s.timeout_s, "max_queue": s.max_queue, "api_key": bool(s.api_key_file)},
-            "workers": s.workers, "threads_per_worker": self.threads, "pid": os.getpid(), "cpu": cpu(),
+            "workers": s.worker_count(), "threads_per_worker": self.threads, "pid": os.getpid(), "cpu": cpu(),
         }
 
 
