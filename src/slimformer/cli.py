@@ -39,6 +39,20 @@ def _ints(value: str, option: str) -> list[int]:
     return items
 
 
+def _note_truncation(model: str, texts: list[str], max_length: int | None, what: str) -> None:
+    """One line on stderr when `texts` are longer than the model's max_length (`max_length`, else the model's)."""
+    from .artifacts import check_max_length, configured_max_length
+    from .encoding import load_encoder, truncation, truncation_line
+    from .models import resolve
+
+    path = resolve(model)
+    length = check_max_length(path, max_length)
+    line = truncation_line(truncation(load_encoder(path, length), texts, length), length, what,
+                           configured_max_length(path))
+    if line:
+        Console(stderr=True).print(f"note: {line}", highlight=False, soft_wrap=True)
+
+
 def _options(items: list[str]) -> dict[str, str]:
     pairs = [item.partition("=") for item in items]
     if any(not sep or not key for key, sep, _ in pairs):
@@ -97,7 +111,8 @@ def train(
     epochs: Annotated[int, typer.Option(min=1)] = 4,
     lr: Annotated[float, typer.Option(min=0.0)] = 1e-4,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    max_length: Annotated[int, typer.Option(min=8, help="Truncate texts to this many tokens.")] = 64,
+    max_length: Annotated[int | None, typer.Option(min=8, help="Truncate texts to this many tokens (default: the "
+                                                   "base model's maximum, capped at 512).")] = None,
     seed: int = 42,
     max_train_samples: Annotated[int | None, typer.Option(min=1, help="Train on the first N training texts "
                                                           "only (quick trials).")] = None,
@@ -114,6 +129,7 @@ def train(
     from .training import TrainConfig, train_classifier
 
     dataset = load_dataset(data, text_column, label_column, split_column, seed)
+    _note_truncation(base, dataset["test"].texts, max_length, "test texts")
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
                          max_train_samples=max_train_samples, precision=precision)
     manifest = train_classifier(base, dataset, out_dir, config, overwrite=overwrite)

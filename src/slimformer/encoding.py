@@ -145,11 +145,15 @@ def truncation(tokenizer_or_predictor, texts: list[str], max_length: int) -> dic
 
 
 def truncation_line(stats: dict[str, Any], max_length: int, what: str, limit: int | None = None) -> str | None:
-    """The one line a command prints when texts get truncated (None when none do)."""
+    """The one line a command prints when texts get truncated (None when none do); `limit`: the most tokens the
+    model takes."""
     if not stats["truncated"]:
         return None
-    keep = min(stats["p99_tokens"], limit) if limit else stats["p99_tokens"]
-    advice = f"pass --max-length {keep} to keep 99% of them whole" if keep > max_length else \
+    target = stats["p99_tokens"] if stats["p99_tokens"] > max_length else stats["max_tokens"]
+    whole = "them all" if target >= stats["max_tokens"] else "99% of them"
+    if limit and target > limit:
+        whole, target = ("as many as the model takes", limit)
+    advice = f"pass --max-length {target} to keep {whole} whole" if target > max_length else \
         f"the model takes at most {limit} tokens"
     return (f"{100 * stats['share']:.1f}% of the {what} are longer than {max_length} tokens and get truncated "
             f"(median {stats['p50_tokens']} tokens, p99 {stats['p99_tokens']}); {advice}")

@@ -47,3 +47,15 @@ def test_default_max_length_from_the_model(tmp_path, tiny_bert):
     shutil.copytree(tiny_bert, trained)
     (trained / "manifest.json").write_text(json.dumps({"max_length": 40}))
     assert load_predictor(trained).max_length == 40
+
+
+def test_train_says_when_texts_get_truncated(tiny_bert, keyword_csv, tmp_path):
+    from test_cli import run
+
+    # every keyword text is 7 words and a number: 10 tokens with [CLS] and [SEP]
+    proc = run("train", "--data", str(keyword_csv), "--base", str(tiny_bert), "--out", str(tmp_path / "m"),
+               "--epochs", "1", "--max-train-samples", "16", "--max-length", "8")
+    assert proc.returncode == 0, proc.stderr
+    assert "note: 100.0% of the test texts are longer than 8 tokens and get truncated (median 10 tokens, p99 10); " \
+           "pass --max-length 10 to keep them all whole" in proc.stderr
+    assert json.loads((tmp_path / "m" / "manifest.json").read_text())["max_length"] == 8
