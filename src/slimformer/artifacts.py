@@ -118,6 +118,9 @@ def configured_max_length(source: str | Path) -> int | None:
         config, tokenizer_config = _json(path / "config.json"), _json(path / "tokenizer_config.json")
         tokenizer_limit = tokenizer_config.get("model_max_length")
     else:  # a hub id (only reachable online)
+        from .models import quiet_transformers
+
+        quiet_transformers()
         from transformers import AutoConfig, AutoTokenizer
 
         config = AutoConfig.from_pretrained(str(source)).to_dict()

