@@ -344,3 +344,22 @@ def test_fallback_only_where_quantization_lost_the_accuracy():
     assert not needs_fallback({"within": False, "misses": [miss]}, fp32_bad)
     assert not needs_fallback({"within": False, "misses": [miss, slow]}, fp32_ok)  # float would be slower still
     assert not needs_fallback({"within": True, "misses": []}, fp32_ok)
+
+
+def test_students_from_several_seeds_the_best_on_validation_kept_and_every_seed_recorded(tmp_path, tiny_bert,
+                                                                                        topics_csv):
+    from slimformer.distill import DistillConfig
+    from slimformer.optimize import _distill_seeds
+    from slimformer.training import TrainConfig
+
+    quick = DistillConfig(augment=0, train=TrainConfig(epochs=1, lr=3e-3, batch_size=32, max_length=16))
+    settings = OptimizeSettings(distill=True, distill_seeds=2, student_layers=1, distill_config=quick)
+    students = _distill_seeds(str(tiny_bert), DataSpec(str(topics_csv)), tmp_path, settings)
+    assert [s["seed"] for s in students["seeds"]] == [42, 43]
+    for s in students["seeds"]:
+        manifest = json.loads((Path(s["model"]) / "manifest.json").read_text())
+        assert manifest["recipe"]["config"]["train"]["seed"] == s["seed"]  # each trained from its own seed
+        assert s["validation_accuracy"] == manifest["metrics"]["validation"]["accuracy"]
+        assert s["test_accuracy"] == manifest["metrics"]["test"]["accuracy"]  # recorded, never used to choose
+    best = max(students["seeds"], key=lambda s: s["validation_accuracy"])
+    assert students["chosen_seed"] == best["seed"] and students["model"] == best["model"]

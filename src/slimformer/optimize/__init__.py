@@ -18,11 +18,13 @@ from __future__ import annotations
 import functools
 import json
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..bench.runner import BenchSettings, DataSpec, Variant, run_benchmark, served_predictions
 from ..cache import is_complete, read_manifest, write_json
+from ..distill import DistillConfig
 from ..errors import OutputError, SlimformerError, first_line
 from ..progress import console, log_line, progress_bar
 from .select import Budget, assess, miss_text, select
@@ -37,6 +39,7 @@ class OptimizeSettings:
     distill: bool = False
     distill_trials: int = 1
     distill_seeds: int = 1  # students trained from this many seeds; the best on validation is kept
+    distill_config: DistillConfig = field(default_factory=DistillConfig)  # its train.seed is replaced per seed
     student_layers: int | None = None
     include_slow: bool = False  # NF4 and ORT fp16 on a CPU: slower, shown only when asked
     only: tuple[str, ...] = ()  # candidate names to build (empty: all this hardware supports)
@@ -97,7 +100,10 @@ def _build_variants(sources: dict[str, str], candidates, out: Path, context) -> 
             elif not (is_complete(path) and read_manifest(path).get("key") == recipe_key(
                     source_key(source), recipe, context)):  # a finished build of today's recipe is kept
                 try:
+                    started = time.perf_counter()
                     build(sources[source], recipe, path, context, overwrite=True)
+                    log_line(f"  built {name} ({len(built) + len(failed) + 1}/{len(todo)}) in "
+                             f"{time.perf_counter() - started:.0f} s")
                 except OutputError:
                     raise  # disk full, unwritable: every later candidate would fail the same way
                 except SlimformerError as e:
@@ -140,7 +146,8 @@ def optimize(model: str, data: DataSpec, out: Path, settings: OptimizeSettings =
               "dataset_fingerprint": dataset.fingerprint, "threads": list(settings.threads),
               "max_length": settings.bench.max_length,
               "distill": {"enabled": settings.distill, "trials": settings.distill_trials,
-                          "seeds": settings.distill_seeds, "student_layers": settings.student_layers}}
+                          "seeds": settings.distill_seeds, "student_layers": settings.student_layers,
+                          "config": asdict(settings.distill_config)}}
     _prepare(out, recipe, resume)
     if note := dataset.source.get("validation"):
         log_line(f"validation split: {note}")
@@ -211,9 +218,9 @@ def _distill_seeds(model: str, data: DataSpec, out: Path, settings: OptimizeSett
     validation and held-out test accuracy (FP32) is recorded, so a lucky seed is visible."""
     from dataclasses import replace
 
-    from ..distill import DistillConfig, StudentSpec, distill
+    from ..distill import StudentSpec, distill
 
-    base = DistillConfig()
+    base = settings.distill_config
     seeds = []
     for seed in range(42, 42 + settings.distill_seeds):
         config = replace(base, train=replace(base.train, seed=seed))
