@@ -37,12 +37,13 @@ class TorchPredictor(Predictor):
         if threads:
             torch.set_num_threads(threads)  # before loading: some kernels size pools at first use
         artifact, max_length = artifact_for(path, ("hf", "torch-int8"), cls.runtime, opts.max_length)
+        # tokenized through transformers (as in training): the check of every built step then compares the
+        # ONNX/OpenVINO runtimes' own tokenization (from tokenizer.json, encoding.py) with it on real texts
         if artifact.format == "torch-int8":
-            model = load_int8_classifier(str(artifact.path))
+            model, tokenizer = load_int8_classifier(str(artifact.path)), artifact.tokenizer()
         else:
-            model, _, _ = load_classifier(str(artifact.path), trust_remote_code=opts.trust_remote_code)
-        return cls(model, artifact.encoder(max_length), artifact.labels, max_length, threads,
-                   source=str(artifact.path))
+            model, tokenizer, _ = load_classifier(str(artifact.path), trust_remote_code=opts.trust_remote_code)
+        return cls(model, tokenizer, artifact.labels, max_length, threads, source=str(artifact.path))
 
     def forward(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
         inputs = {k: torch.from_numpy(v).to(self.device) for k, v in encoded.items() if k in self._inputs}
