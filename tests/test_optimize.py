@@ -363,3 +363,16 @@ def test_students_from_several_seeds_the_best_on_validation_kept_and_every_seed_
         assert s["test_accuracy"] == manifest["metrics"]["test"]["accuracy"]  # recorded, never used to choose
     best = max(students["seeds"], key=lambda s: s["validation_accuracy"])
     assert students["chosen_seed"] == best["seed"] and students["model"] == best["model"]
+
+
+def test_a_missing_library_stops_optimize_before_anything_runs(tmp_path, tiny_bert, topics_csv, monkeypatch):
+    import importlib.util
+
+    from slimformer.errors import MissingLibraryError
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else
+                        find_spec(name, *a))
+    with pytest.raises(MissingLibraryError, match=r"matplotlib is not installed.*slimformer\[optimize\]"):
+        optimize(str(tiny_bert), DataSpec(str(topics_csv)), tmp_path / "run", OptimizeSettings(threads=(1,)))
+    assert not (tmp_path / "run").exists()

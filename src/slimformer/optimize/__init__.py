@@ -25,7 +25,7 @@ from pathlib import Path
 from ..bench.runner import BenchSettings, DataSpec, Variant, run_benchmark, served_predictions
 from ..cache import is_complete, read_manifest, write_json
 from ..distill import DistillConfig
-from ..errors import OutputError, SlimformerError, first_line
+from ..errors import MissingLibraryError, OutputError, SlimformerError, first_line
 from ..progress import console, log_line, progress_bar
 from .select import Budget, assess, miss_text, select
 
@@ -124,9 +124,25 @@ def _variants(built: list[dict], threads: tuple[int, ...]) -> list[Variant]:
             for b in ordered]
 
 
+# what the job imports, from the PyTorch baseline to the report's charts: `pip install 'slimformer[optimize]'`
+NEEDS = ("torch", "transformers", "onnx", "onnxruntime", "matplotlib")
+
+
+def check_installed(modules: tuple[str, ...] = NEEDS, extra: str = "optimize") -> None:
+    """Refuse to start, in one line, a job that would stop part-way on a library the install does not have."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingLibraryError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed; "
+                                  f"this needs {'it' if len(missing) == 1 else 'them'}: pip install "
+                                  f"'slimformer[{extra}]'")
+
+
 def optimize(model: str, data: DataSpec, out: Path, settings: OptimizeSettings = OptimizeSettings(),
              resume: bool = False) -> dict:
     """Run the whole job into `out`; returns the selection (also in results.json and the report)."""
+    check_installed(NEEDS + (("optuna",) if settings.distill else ()))
     from .. import recipes
     from ..data import in_label_space, load_dataset
     from ..hardware import fingerprint
