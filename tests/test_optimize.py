@@ -376,3 +376,17 @@ def test_a_missing_library_stops_optimize_before_anything_runs(tmp_path, tiny_be
     with pytest.raises(MissingLibraryError, match=r"matplotlib is not installed.*slimformer\[optimize\]"):
         optimize(str(tiny_bert), DataSpec(str(topics_csv)), tmp_path / "run", OptimizeSettings(threads=(1,)))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_token_limit_that_truncates_is_reported_and_a_longer_one_measured(tmp_path, tiny_bert, topics_csv, capsys):
+    from dataclasses import replace
+
+    settings = OptimizeSettings(threads=(1,), only=("torch-fp32",), bench=replace(QUICK, max_length=8))
+    selection = optimize(str(tiny_bert), DataSpec(str(topics_csv)), tmp_path / "run", settings)
+    assert "of the validation texts are longer than 8 tokens and get truncated" in capsys.readouterr().err
+    [longer] = [r for r in selection["rows"] if "-len" in r["name"]]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    entry = next(v for v in results["variants"] if v["name"] == longer["name"])
+    assert entry["options"]["max_length"] > 8 and entry["predictor"]["max_length"] == entry["options"]["max_length"]
+    assert next(v for v in results["variants"] if v["name"] == "teacher-torch-fp32-t1")["predictor"]["max_length"] == 8
+    assert longer["baseline"] == "teacher-torch-fp32-t1"  # its accuracy change and its cost are against the limit

@@ -157,3 +157,17 @@ def truncation_line(stats: dict[str, Any], max_length: int, what: str, limit: in
         f"the model takes at most {limit} tokens"
     return (f"{100 * stats['share']:.1f}% of the {what} are longer than {max_length} tokens and get truncated "
             f"(median {stats['p50_tokens']} tokens, p99 {stats['p99_tokens']}); {advice}")
+
+
+def truncation_note(model: str | Path, texts: list[str], max_length: int | None,
+                    what: str) -> tuple[str | None, int | None]:
+    """(the one line a command prints when `texts` get truncated at the model's token limit, or None; a longer
+    limit the model takes that keeps 99% of them whole, or None when there is none)."""
+    from .artifacts import check_max_length, configured_max_length
+
+    length = check_max_length(model, max_length)
+    stats = truncation(load_encoder(model, length), texts, length)
+    limit = configured_max_length(model)
+    target = stats["p99_tokens"] if stats["p99_tokens"] > length else stats["max_tokens"]
+    target = min(target, limit or target)
+    return truncation_line(stats, length, what, limit), (target if target > length else None)

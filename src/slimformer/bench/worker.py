@@ -42,7 +42,8 @@ def main(spec: dict, emit) -> None:
         rss_before = rss_mb()
         progress("loading", 0, 1)
         started = time.perf_counter()
-        options = {**spec["options"], **({"max_length": settings["max_length"]} if settings["max_length"] else {})}
+        # the run's token limit, unless the variant sets its own
+        options = {**({"max_length": settings["max_length"]} if settings["max_length"] else {}), **spec["options"]}
         predictor = load_predictor(spec["model"], spec["runtime"], spec["threads"], **options)
         load_s = time.perf_counter() - started
         progress("loading", 1, 1)

@@ -167,6 +167,7 @@ def optimize(model: str, data: DataSpec, out: Path, settings: OptimizeSettings =
     _prepare(out, recipe, resume)
     if note := dataset.source.get("validation"):
         log_line(f"validation split: {note}")
+    longer = _truncation(model, dataset[decision].texts, settings.bench.max_length, decision)
     total = 5
     sources = {"teacher": model}
     students = None
@@ -189,6 +190,11 @@ def optimize(model: str, data: DataSpec, out: Path, settings: OptimizeSettings =
                      f"{', '.join(c.name for c in chosen)}")
     context = context_from_dataset(dataset, settings.calibration_size)
     built, failed = _build_variants(sources, chosen, out, context)
+    if longer:  # what a longer token limit costs and gains, on the baseline itself
+        built.append({"name": f"teacher-{BASELINE}-len{longer}", "source": "teacher",
+                      "candidate": f"{BASELINE}-len{longer}", "recipe": "", "path": model, "runtime": "torch",
+                      "options": {"max_length": longer}, "why": f"the baseline with {longer} tokens per text "
+                      "instead of the truncating default: what a longer limit costs and gains"})
 
     _stage(3, total, f"benchmarking {len(built)} artifacts at {', '.join(map(str, settings.threads))} thread(s) "
                      f"({' and '.join(settings.bench.splits)} answers; decisions on {decision})")
@@ -219,6 +225,17 @@ def optimize(model: str, data: DataSpec, out: Path, settings: OptimizeSettings =
 
     write_report(results, out)
     return selection
+
+
+def _truncation(model: str, texts: list[str], max_length: int | None, split: str) -> int | None:
+    """Say so when the token limit truncates the decision split's texts; return the longer limit to measure."""
+    from ..encoding import truncation_note
+
+    line, longer = truncation_note(model, texts, max_length, f"{split} texts")
+    if line:
+        log_line(f"note: {line}" + (f"; the baseline is measured at {longer} tokens too, to show what that costs "
+                                    "and gains" if longer else ""))
+    return longer if line else None
 
 
 def _assess(results: dict, baseline: dict[int, str], settings: OptimizeSettings, dataset, out: Path) -> list[dict]:
