@@ -110,9 +110,9 @@ def _sane(value) -> int | None:
     return int(value) if isinstance(value, int | float) and 0 < value < SANE_MAX_LENGTH else None
 
 
-def configured_max_length(source: str | Path) -> int | None:
-    """The most tokens a model takes by its own configuration: the smaller of its tokenizer's model_max_length
-    and its config's position embeddings (None where neither says). A hub id is asked through transformers."""
+def _configured_limits(source: str | Path) -> tuple[int | None, int | None]:
+    """(the tokenizer's model_max_length, the config's position embeddings), None where not said or a placeholder.
+    A hub id is asked through transformers."""
     path = Path(source)
     if path.is_dir():
         config, tokenizer_config = _json(path / "config.json"), _json(path / "tokenizer_config.json")
@@ -125,8 +125,19 @@ def configured_max_length(source: str | Path) -> int | None:
 
         config = AutoConfig.from_pretrained(str(source)).to_dict()
         tokenizer_limit = AutoTokenizer.from_pretrained(str(source)).model_max_length
-    limits = [_sane(tokenizer_limit), *(_sane(config.get(k)) for k in ("max_position_embeddings", "n_positions"))]
-    limits = [v for v in limits if v]
+    positions = _sane(config.get("max_position_embeddings")) or _sane(config.get("n_positions"))
+    return _sane(tokenizer_limit), positions
+
+
+def max_positions(source: str | Path) -> int | None:
+    """The most tokens the model can take at all (its position embeddings), None where its config does not say."""
+    return _configured_limits(source)[1]
+
+
+def configured_max_length(source: str | Path) -> int | None:
+    """The most tokens a model takes by its own configuration: the smaller of its tokenizer's model_max_length
+    and its config's position embeddings (None where neither says)."""
+    limits = [v for v in _configured_limits(source) if v]
     return min(limits) if limits else None
 
 
@@ -138,10 +149,10 @@ def default_max_length(source: str | Path) -> int:
 
 
 def check_max_length(source: str | Path, max_length: int | None) -> int:
-    """`max_length`, or the model's default when None; refuses one the model cannot take."""
+    """`max_length`, or the model's default when None; refuses one beyond the model's position embeddings."""
     if max_length is None:
         return default_max_length(source)
-    limit = configured_max_length(source) if Path(source).is_dir() else None
+    limit = max_positions(source) if Path(source).is_dir() else None
     if max_length < 1 or (limit and max_length > limit):
         raise ModelError(f"max_length {max_length} is outside what {source} takes (1 to {limit or 'any'})")
     return int(max_length)

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from slimformer.artifacts import MAX_LENGTH_CAP, default_max_length
+from slimformer.artifacts import MAX_LENGTH_CAP, check_max_length, default_max_length
 from slimformer.errors import ModelError
 from slimformer.runtimes import load_predictor
 
@@ -42,6 +42,9 @@ def test_default_max_length_from_the_model(tmp_path, tiny_bert):
     assert default_max_length(_model_dir(tmp_path / "a", 2048)) == MAX_LENGTH_CAP == 512  # capped
     assert default_max_length(_model_dir(tmp_path / "b", 514, tokenizer_limit=512)) == 512  # RoBERTa: the smaller
     assert default_max_length(_model_dir(tmp_path / "c", 512, tokenizer_limit=256)) == 256
+    assert check_max_length(tmp_path / "c", 400) == 400  # asked for: up to the position embeddings
+    with pytest.raises(ModelError, match="max_length 600 is outside"):
+        check_max_length(tmp_path / "c", 600)
     assert default_max_length(_model_dir(tmp_path / "d", 512, recorded=64)) == 64  # what it was trained with
     trained = tmp_path / "trained"
     shutil.copytree(tiny_bert, trained)
