@@ -41,14 +41,13 @@ def _ints(value: str, option: str) -> list[int]:
 
 def _note_truncation(model: str, texts: list[str], max_length: int | None, what: str) -> None:
     """One line on stderr when `texts` are longer than the model's max_length (`max_length`, else the model's)."""
-    from .artifacts import check_max_length, configured_max_length
+    from .artifacts import check_max_length, max_positions
     from .encoding import load_encoder, truncation, truncation_line
     from .models import resolve
 
     path = resolve(model)
     length = check_max_length(path, max_length)
-    line = truncation_line(truncation(load_encoder(path, length), texts, length), length, what,
-                           configured_max_length(path))
+    line = truncation_line(truncation(load_encoder(path, length), texts, length), length, what, max_positions(path))
     if line:
         Console(stderr=True).print(f"note: {line}", highlight=False, soft_wrap=True)
 
@@ -339,11 +338,18 @@ def bench(
     threads: Annotated[str, typer.Option(help="Thread count(s), comma-separated: each is its own variant.")] = "1",
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Directory for results.json and "
                                                  "results.md.")] = None,
-    split: Annotated[str, typer.Option(help="Split to measure on.")] = "test",
+    split: Annotated[str, typer.Option(help="Splits to measure answers on, comma-separated; the first is the "
+                                       "decision split (its texts are the ones timed), the others are held out "
+                                       "and only reported.")] = "validation,test",
     latency_samples: Annotated[int, typer.Option(min=0, help="Texts timed at batch 1 (0: the whole split).")] = 300,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed calls before timing.")] = 20,
     batch_sizes: Annotated[str, typer.Option(help="Batch sizes for offline throughput.")] = "1,8,32",
-    throughput_samples: Annotated[int, typer.Option(min=1, help="Texts per throughput run.")] = 256,
+    throughput_seconds: Annotated[float, typer.Option(min=0.01, help="Each throughput run lasts this long or "
+                                                      "--throughput-texts texts, whichever comes first; 3 runs per "
+                                                      "batch size, median and spread reported.")] = 2.0,
+    throughput_texts: Annotated[int, typer.Option(min=1, help="See --throughput-seconds.")] = 1024,
+    max_length: Annotated[int | None, typer.Option(min=8, help="Token limit for every model (default: each model's "
+                                                   "recorded or configured maximum, capped at 512).")] = None,
     cold_start_runs: Annotated[int, typer.Option(min=0, help="Fresh processes timed for cold start "
                                                  "(median; 0 skips).")] = 3,
     text_column: TextCol = "text", label_column: LabelCol = "label", split_column: SplitCol = None,
@@ -356,17 +362,31 @@ def bench(
     from .bench.runner import BenchSettings, DataSpec, Variant, run_benchmark
     from .bench.table import to_markdown, to_rich
     from .cache import write_text
+    from .data import load_dataset
+    from .runtimes import check_options, default_runtime
 
     options = _options(option or [])
+    # a mistyped option or a bad value is refused before anything runs
+    lengths = {m: max_length or check_options(runtime or default_runtime(m), options).get("max_length")
+               for m in dict.fromkeys(model)}
     variants = [Variant(str(Path(m).expanduser()), runtime, t, options) for m in model
                 for t in _ints(threads, "--threads")]
     if len({Path(m).name for m in model}) < len(model):
         variants = [Variant(v.model, v.runtime, v.threads, v.options, name=f"{v.model}-t{v.threads}")
                     for v in variants]
-    settings = BenchSettings(split=split, warmup=warmup, latency_samples=latency_samples or None,
+    splits = tuple(x.strip() for x in split.split(",") if x.strip())
+    if not splits or len(set(splits)) < len(splits):
+        raise SlimformerError(f"--split takes distinct split names, e.g. validation,test; got '{split}'")
+    settings = BenchSettings(splits=splits, warmup=warmup, latency_samples=latency_samples or None,
                              batch_sizes=tuple(_ints(batch_sizes, "--batch-sizes")),
-                             throughput_samples=throughput_samples, cold_start_runs=cold_start_runs)
-    results = run_benchmark(variants, DataSpec(data, text_column, label_column, split_column), settings, out_dir)
+                             throughput_min_s=throughput_seconds,
+                             throughput_min_texts=throughput_texts, max_length=max_length,
+                             cold_start_runs=cold_start_runs)
+    spec = DataSpec(data, text_column, label_column, split_column)
+    timed = load_dataset(spec.source, spec.text_column, spec.label_column, spec.split_column, spec.seed)[splits[0]]
+    for m, length in lengths.items():
+        _note_truncation(m, timed.texts, length, f"{splits[0]} texts")
+    results = run_benchmark(variants, spec, settings, out_dir)
     if out_dir:
         write_text(out_dir / "results.md", to_markdown(results))
     if as_json:

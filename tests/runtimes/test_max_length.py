@@ -62,3 +62,14 @@ def test_train_says_when_texts_get_truncated(tiny_bert, keyword_csv, tmp_path):
     assert "note: 100.0% of the test texts are longer than 8 tokens and get truncated (median 10 tokens, p99 10); " \
            "pass --max-length 10 to keep them all whole" in proc.stderr
     assert json.loads((tmp_path / "m" / "manifest.json").read_text())["max_length"] == 8
+
+
+def test_bench_says_when_texts_get_truncated_and_passes_max_length_on(tiny_onnx, keyword_csv):
+    from test_cli import run
+
+    proc = run("bench", "--variant", str(tiny_onnx), "--data", str(keyword_csv), "--max-length", "9",
+               "--latency-samples", "3", "--warmup", "1", "--batch-sizes", "2", "--throughput-seconds", "0.01",
+               "--throughput-texts", "4", "--cold-start-runs", "0", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "of the validation texts are longer than 9 tokens" in proc.stderr
+    assert json.loads(proc.stdout)["variants"][0]["predictor"]["max_length"] == 9
