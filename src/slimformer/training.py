@@ -71,7 +71,7 @@ def fit(model, tokenizer, dataset: Dataset, config: TrainConfig, title: str, los
     `loss_fn` defaults to the model's own cross-entropy. Returns history, best epoch, seconds, precision."""
     import torch
 
-    from .progress import progress_bar
+    from .progress import log_line, progress_bar
     from .runtimes.torch import TorchPredictor
 
     if config.max_length is None:
@@ -125,6 +125,8 @@ def fit(model, tokenizer, dataset: Dataset, config: TrainConfig, title: str, los
             if val["accuracy"] > best:
                 best = val["accuracy"]
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            log_line(f"{title}: epoch {epoch}/{config.epochs}, loss {record['train_loss']:.4f}, validation "
+                     f"accuracy {100 * val['accuracy']:.2f}% ({time.perf_counter() - started:.0f} s)")
             if on_epoch:
                 on_epoch(epoch, record)
     model.load_state_dict(best_state)
