@@ -115,9 +115,12 @@ def test_a_variant_that_collapses_one_label_misses_the_budget_though_the_mean_ho
                                    _spec("skewed", 0.90, 1.0, 20, override={"validation": collapse}))
     row = assess(variants, {1: "base"}, Budget(1.0, max_class_drop=4.0), truth, preds)[1]
     assert row["drop_points"] == 0
-    assert row["splits"]["validation"]["worst_class"] == {"label": "a", "drop_points": pytest.approx(5.0)}
-    assert [m["what"] for m in row["misses"]] == ["class"]
+    assert row["splits"]["validation"]["worst_class"] == {"label": "a", "drop_points": pytest.approx(5.0),
+                                                          "lost_texts": 5}
+    assert [m["what"] for m in row["misses"]] == ["class"] and "(5 texts)" in row["misses"][0]["unit"]
     assert assess(variants, {1: "base"}, Budget(1.0, max_class_drop=None), truth, preds)[1]["within"]
+    # one text of a small label is many points, but noise, not a collapse: counted from min_class_texts on
+    assert assess(variants, {1: "base"}, Budget(1.0, max_class_drop=4.0, min_class_texts=6), truth, preds)[1]["within"]
 
 
 def test_speedup_is_against_the_baseline_at_the_same_thread_count():
