@@ -167,7 +167,8 @@ def distill(
     cosine_weight: Annotated[float, typer.Option(min=0.0, help="Weight of a [CLS] hidden-state cosine term "
                                                  "(student and teacher hidden sizes must match).")] = 0.0,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    max_length: Annotated[int | None, typer.Option(min=8, help="Token limit (default: the teacher's).")] = None,
+    max_length: Annotated[int | None, typer.Option(min=8, help="Token limit (default: the teacher's recorded "
+                                                   "one, else its configured maximum capped at 512).")] = None,
     precision: Annotated[str, typer.Option(help="Autocast in training: auto (bf16 on CUDA or CPUs with "
                                            "AVX512-BF16/AMX, else fp32), fp32, bf16, fp16 (CUDA).")] = "auto",
     seed: int = 42,
@@ -181,25 +182,21 @@ def distill(
     from .bench.runner import DataSpec
     from .distill import SearchSpace, StudentSpec
     from .distill import distill as run_distill
-    from .models import resolve
     from .training import TrainConfig
 
-    if max_length is None:
-        from .cache import read_manifest
-
-        max_length = read_manifest(Path(resolve(teacher))).get("max_length") or 128
     config = DistillConfig(alpha=alpha, temperature=temperature, cosine_weight=cosine_weight, augment=augment,
                            train=TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
                                              seed=seed, precision=precision))
     space = SearchSpace(epochs=(min(2, max_epochs), max_epochs))
     summary = run_distill(teacher, DataSpec(data, text_column, label_column, split_column), out_dir,
                           StudentSpec(student_layers, student), trials, storage, config, space, bench)
-    t, s = summary["teacher_metrics"]["test"], summary["metrics"]["test"]
     params = ", ".join(f"{k} {v:.3g}" for k, v in summary["params"].items())
-    out.print(f"best of {summary['trials']} trials: trial {summary['trial']} ({params})")
-    out.print(f"test accuracy: student {100 * s['accuracy']:.2f}% vs teacher {100 * t['accuracy']:.2f}% "
-              f"({100 * (s['accuracy'] - t['accuracy']):+.2f} points; macro-F1 {s['macro_f1']:.4f} vs "
-              f"{t['macro_f1']:.4f}, {s['n']} texts)")
+    out.print(f"best of {summary['trials']} trials on validation: trial {summary['trial']} ({params})")
+    for split, what in (("validation", "chosen on"), ("test", "held out")):
+        t, s = summary["teacher_metrics"][split], summary["metrics"][split]
+        out.print(f"{split} accuracy ({what}): student {100 * s['accuracy']:.2f}% vs teacher "
+                  f"{100 * t['accuracy']:.2f}% ({100 * (s['accuracy'] - t['accuracy']):+.2f} points; macro-F1 "
+                  f"{s['macro_f1']:.4f} vs {t['macro_f1']:.4f}, {s['n']} texts)")
     out.print(f"student: {summary['model']} (an HF checkpoint: `slimformer build --model {summary['model']} ...`)")
 
 
@@ -210,7 +207,18 @@ def optimize(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory: variants/, results.json, "
                                           "report.md, report.html, charts/.")] = Path("runs/optimize"),
     max_accuracy_drop: Annotated[float, typer.Option(min=0.0, help="Accuracy points a variant may lose against "
-                                                     "PyTorch FP32.")] = 1.0,
+                                                     "PyTorch FP32, on the validation split (the test split is "
+                                                     "held out and only reported).")] = 1.0,
+    max_class_drop: Annotated[float | None, typer.Option(min=0.0, help="Points of recall any one label may lose "
+                                                         "against PyTorch FP32 (validation): a variant that "
+                                                         "collapses a minority class fails the budget even when "
+                                                         "the mean holds. Counted once the label has lost "
+                                                         "--min-class-texts texts (one text of a 9-text label is "
+                                                         "11 points: noise, not a collapse).")] = 5.0,
+    min_class_texts: Annotated[int, typer.Option(min=1, help="See --max-class-drop.")] = 2,
+    confidence: Annotated[bool, typer.Option("--confidence", help="Strict budget: a variant passes only if the "
+                                             "upper end of the 95% interval of its accuracy drop (paired "
+                                             "bootstrap) is within --max-accuracy-drop.")] = False,
     latency_budget_ms: Annotated[float | None, typer.Option(min=0.0, help="Most end-to-end p50 latency at batch 1 "
                                                             "(ms).")] = None,
     size_budget_mb: Annotated[float | None, typer.Option(min=0.0, help="Most size on disk (MB).")] = None,
@@ -218,6 +226,10 @@ def optimize(
     distill: Annotated[bool, typer.Option("--distill", help="Also distil a smaller student and build its "
                                           "variants.")] = False,
     distill_trials: Annotated[int, typer.Option(min=1, help="Optuna trials for the student.")] = 1,
+    distill_seeds: Annotated[int, typer.Option(min=1, help="Distil the student from this many seeds (42, 43, ...) "
+                                               "and keep the best on validation; every seed's validation and "
+                                               "test accuracy is reported, so a lucky seed shows. Each seed "
+                                               "costs a full distillation.")] = 1,
     student_layers: Annotated[int | None, typer.Option(min=1, help="Student layers (default: half the "
                                                        "model's).")] = None,
     only: Annotated[str | None, typer.Option(help="Build only these candidates (comma-separated names from "
@@ -225,6 +237,8 @@ def optimize(
     include_slow: Annotated[bool, typer.Option(help="Also time variants known to be slow on CPU (NF4, ORT "
                                                "fp16), for their size.")] = False,
     latency_samples: Annotated[int, typer.Option(min=10, help="Texts timed at batch 1 per variant.")] = 200,
+    max_length: Annotated[int | None, typer.Option(min=8, help="Token limit for every variant (default: the "
+                                                   "model's recorded or configured maximum, capped at 512).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out (same model "
                                          "and data); finished variants are kept.")] = False,
     text_column: TextCol = "text", label_column: LabelCol = "label", split_column: SplitCol = None,
@@ -240,12 +254,12 @@ def optimize(
     from .optimize.report import recommendation
 
     settings = OptimizeSettings(
-        budget=Budget(max_accuracy_drop, latency_budget_ms, size_budget_mb),
+        budget=Budget(max_accuracy_drop, latency_budget_ms, size_budget_mb, max_class_drop, min_class_texts,
+                      confidence),
         threads=tuple(_ints(threads, "--threads")), distill=distill, distill_trials=distill_trials,
-        student_layers=student_layers, include_slow=include_slow,
+        distill_seeds=distill_seeds, student_layers=student_layers, include_slow=include_slow,
         only=tuple(x.strip() for x in (only or "").split(",") if x.strip()),
-        bench=BenchSettings(latency_samples=latency_samples, throughput_samples=128, cold_start_runs=0,
-                            settle_s=0.5))
+        bench=BenchSettings(latency_samples=latency_samples, max_length=max_length, cold_start_runs=0, settle_s=0.5))
     run_optimize(model, DataSpec(data, text_column, label_column, split_column), out_dir, settings, resume)
     results = json.loads((out_dir / "results.json").read_text())
     text, commands = recommendation(results, out_dir)
@@ -269,9 +283,10 @@ def export(
 
     manifest = export_bundle(run_dir, out_dir, variant, overwrite)
     b = manifest["bundle"]
+    m = b["metrics"]
     out.print(f"{out_dir}: {b['variant']} ({manifest['format']} on {b['runtime']}, {b['threads']} thread(s)); "
-              f"accuracy {100 * b['metrics']['accuracy']:.2f}%, p50 {b['metrics']['latency_ms_end_to_end']['p50']:.3f}"
-              f" ms, {b['metrics']['size_mb']:.1f} MB", highlight=False)
+              + ", ".join(f"{split} accuracy {100 * q['accuracy']:.2f}%" for split, q in m["splits"].items())
+              + f", p50 {m['latency_ms_end_to_end']['p50']:.3f} ms, {m['size_mb']:.1f} MB", highlight=False)
     out.print(f"score a file: slimformer predict {out_dir} --input texts.txt --out predictions.jsonl", highlight=False)
 
 
