@@ -31,6 +31,15 @@ def quiet_transformers() -> None:
     huggingface_hub.utils.disable_progress_bars()  # "Writing model shards" on save
 
 
+def require_torch() -> None:
+    """torch and transformers importable, else the one-line error of a light install (no `torch` extra)."""
+    try:
+        import torch  # noqa: F401
+    except ModuleNotFoundError as e:
+        raise (missing_library(e) or e) from None
+    quiet_transformers()
+
+
 def resolve(source: str) -> str:
     """A packaged base encoder name, a local directory, or (when online) a hub id -> something to load."""
     if source in BASE_ENCODERS:

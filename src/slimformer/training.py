@@ -17,7 +17,7 @@ from .artifacts import check_max_length
 from .cache import MANIFEST, atomic_dir, is_complete, read_manifest, write_json
 from .data import Dataset
 from .errors import ModelError, OutputError, SlimformerError, first_line
-from .models import load_tokenizer, quiet_transformers, resolve
+from .models import load_tokenizer, quiet_transformers, require_torch, resolve
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -172,6 +172,7 @@ def train_classifier(base: str, dataset: Dataset, out: Path, config: TrainConfig
     Returns the manifest. An existing complete `out` made from the same base, data and config is reused.
     `config.max_length` None: the base model's (its configured maximum, capped at 512); the manifest records it.
     """
+    require_torch()
     import torch
     from transformers import AutoModelForSequenceClassification
 

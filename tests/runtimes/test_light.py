@@ -50,3 +50,17 @@ print(json.dumps({{"answers": answers, "refused": refused,
 def test_cli_starts_without_torch():
     proc = python("import sys; sys.argv = ['slimformer', '--help']\nfrom slimformer.cli import main\nmain()")
     assert proc.returncode == 0 and "bench" in proc.stdout, proc.stderr
+
+
+def test_what_needs_torch_says_so_in_one_line(tiny_bert, keyword_csv, tmp_path):
+    from test_cli import assert_one_line_error
+
+    def cli(*args):
+        return python(f"sys.argv = ['slimformer', *{list(args)!r}]\nfrom slimformer.cli import main\nmain()")
+
+    needs = "torch is not installed; this needs it: pip install 'slimformer"  # the CLI prints it through rich
+    assert_one_line_error(cli("train", "--data", str(keyword_csv), "--base", str(tiny_bert), "--out",
+                              str(tmp_path / "m")), needs)
+    assert_one_line_error(cli("build", "--model", str(tiny_bert), "--recipe", "onnx", "--calib-data",
+                              str(keyword_csv), "--out", str(tmp_path / "v")), f"onnx: {needs}")
+    assert not (tmp_path / "m").exists() and not (tmp_path / "v").exists()
