@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/optimize.json"))
     parser.add_argument("--distill-seeds", type=int, default=2, help="as `make demo` passes")
     args = parser.parse_args()
-    train_classifier("minilm-l6", load_dataset("trec6"), TEACHER, TrainConfig())  # reused when present
+    train_classifier("minilm-l6", load_dataset("trec6"), TEACHER, TrainConfig(max_length=64))  # as make demo
     started = time.perf_counter()
     optimize(str(TEACHER), DataSpec("trec6"), args.run, OptimizeSettings(threads=(1, 2), distill=True,
                                                                          distill_seeds=args.distill_seeds),

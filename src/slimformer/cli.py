@@ -9,9 +9,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .distill import DistillConfig
-from .errors import DiskFullError, SlimformerError, disk_full
+from .errors import DiskFullError, SlimformerError, disk_full, missing_library
 
 app = typer.Typer(
     help="Make transformer text classifiers fast and small for inference, and prove it with honest numbers.",
@@ -489,18 +490,25 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
     out.print(table)
 
 
+def _error(message: object) -> None:
+    """The one line a user mistake prints (escaped: `slimformer[onnx]` is text, not rich markup)."""
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     """Entry point: user mistakes print one line and exit 2; bugs keep their traceback."""
     try:
         app()
     except SlimformerError as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        _error(e)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")
         raise SystemExit(130) from None
-    except Exception as e:  # a library writing straight to a full disk (torch, onnx, matplotlib)
-        if not (full := disk_full(e)):
+    except Exception as e:  # a library writing straight to a full disk (torch, onnx, matplotlib), or one not installed
+        known = disk_full(e)
+        known = DiskFullError(known) if known else missing_library(e)
+        if known is None:
             raise
-        Console(stderr=True).print(f"[bold red]error:[/] {DiskFullError(full)}", highlight=False, soft_wrap=True)
+        _error(known)
         raise SystemExit(2) from None

@@ -58,7 +58,7 @@ def test_what_needs_torch_says_so_in_one_line(tiny_bert, keyword_csv, tmp_path):
     def cli(*args):
         return python(f"sys.argv = ['slimformer', *{list(args)!r}]\nfrom slimformer.cli import main\nmain()")
 
-    needs = "torch is not installed; this needs it: pip install 'slimformer"  # the CLI prints it through rich
+    needs = "torch is not installed; this needs it: pip install 'slimformer[torch]'"  # brackets kept, not markup
     assert_one_line_error(cli("train", "--data", str(keyword_csv), "--base", str(tiny_bert), "--out",
                               str(tmp_path / "m")), needs)
     assert_one_line_error(cli("build", "--model", str(tiny_bert), "--recipe", "onnx", "--calib-data",

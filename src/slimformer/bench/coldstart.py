@@ -18,7 +18,7 @@ if __name__ == "__main__":
     spec = json.loads(sys.argv[1])
     predictor_class(spec["runtime"])  # imports the runtime's libraries
     t1 = time.perf_counter()
-    options = {**spec["options"], **({"max_length": spec["max_length"]} if spec.get("max_length") else {})}
+    options = {**({"max_length": spec["max_length"]} if spec.get("max_length") else {}), **spec["options"]}
     predictor = load_predictor(spec["model"], spec["runtime"], spec["threads"], **options)
     t2 = time.perf_counter()
     label = predictor.predict([spec["text"]])[0]

@@ -22,7 +22,7 @@ from ..errors import DiskFullError, OutputError, SlimformerError
 from ..hardware import fingerprint
 from ..metrics import agreement, batch_invariance, classification_metrics, per_class_recall
 from ..progress import log_line, progress_bar
-from ..runtimes import artifact_labels
+from ..runtimes import artifact_labels, check_options, default_runtime
 
 SCHEMA_VERSION = 2
 
@@ -50,8 +50,6 @@ class Variant:
 
     def resolved(self) -> Variant:
         """The runtime filled in, a local model path made absolute (results stay usable from any directory)."""
-        from ..runtimes import default_runtime
-
         return replace(self, model=absolute(self.model), runtime=self.runtime or default_runtime(self.model))
 
     def label(self) -> str:
@@ -117,10 +115,11 @@ def _run_worker(spec: dict, title: str) -> dict:
     return result
 
 
-def cold_start(variant: Variant, text: str, runs: int) -> dict:
-    """Median wall time of fresh processes that import, load and answer one text, timed from outside."""
+def cold_start(variant: Variant, text: str, runs: int, max_length: int | None = None) -> dict:
+    """Median wall time of fresh processes that import, load and answer one text, timed from outside (at the
+    run's `max_length` unless the variant sets its own: OpenVINO compiles one model per length bucket)."""
     spec = json.dumps({"model": variant.model, "runtime": variant.runtime, "threads": variant.threads,
-                       "options": variant.options, "text": text})
+                       "options": variant.options, "text": text, "max_length": max_length})
     walls, inner = [], []
     for _ in range(runs):
         start = time.perf_counter()
@@ -195,8 +194,6 @@ def run_benchmark(variants: list[Variant], data: DataSpec, settings: BenchSettin
     """
     if not variants:
         raise SlimformerError("nothing to benchmark: give at least one model")
-    from ..runtimes import check_options
-
     variants = [replace(v, options=check_options(v.runtime, v.options)) for v in (v.resolved() for v in variants)]
     dataset = load_dataset(data.source, data.text_column, data.label_column, data.split_column, data.seed)
     for name in settings.splits:
@@ -252,7 +249,8 @@ def run_benchmark(variants: list[Variant], data: DataSpec, settings: BenchSettin
             entry = {**ident, **result}
             if settings.cold_start_runs:
                 with progress_bar(f"[{i + 1}/{len(variants)}] {names[i]}: cold start", settings.cold_start_runs):
-                    entry["cold_start"] = cold_start(variant, dataset[decision].texts[0], settings.cold_start_runs)
+                    entry["cold_start"] = cold_start(variant, dataset[decision].texts[0], settings.cold_start_runs,
+                                                     settings.max_length)
             entry["seconds"] = round(time.perf_counter() - started, 1)
         logits = {s: {m: np.load(p) for m, p in modes.items()} for s, modes in paths.items()}
         entry["quality"] = quality(logits, truth_labels(dataset, settings.splits, label_map),

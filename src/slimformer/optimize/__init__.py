@@ -286,7 +286,7 @@ def _cold_starts(results: dict, selection: dict, settings: OptimizeSettings, dat
     with progress_bar("cold start", len(todo)) as update:
         for v in todo:
             variant = Variant(v["model"], v["runtime"], v["threads"], v["options"], v["name"])
-            v["cold_start"] = cold_start(variant, text, settings.cold_start_runs)
+            v["cold_start"] = cold_start(variant, text, settings.cold_start_runs, settings.bench.max_length)
             update()
 
 
