@@ -16,7 +16,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # logs keep long lines whole
 _enabled = True
 HEARTBEAT_S = 30.0  # without a terminal: one status line this often, so a log shows a long job is alive
 
