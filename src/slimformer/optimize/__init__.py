@@ -260,7 +260,7 @@ def _distill_seeds(model: str, data: DataSpec, out: Path, settings: OptimizeSett
         summary = distill(model, data, out / "distill" / f"seed-{seed}", StudentSpec(layers=settings.student_layers),
                           settings.distill_trials, config=config, bench=False)
         m, t = summary["metrics"], summary["teacher_metrics"]
-        seeds.append({"seed": seed, "model": summary["model"], "validation_accuracy": m["validation"]["accuracy"],
+        seeds.append({"seed": seed, "model": str(Path(summary["model"]).resolve()), "validation_accuracy": m["validation"]["accuracy"],
                       "test_accuracy": m["test"]["accuracy"], "teacher_validation_accuracy":
                       t["validation"]["accuracy"], "teacher_test_accuracy": t["test"]["accuracy"]})
         log_line(f"student seed {seed}: validation {100 * m['validation']['accuracy']:.2f}% (teacher "
