@@ -134,5 +134,5 @@ def miss_text(misses: list[dict]) -> str:
 
 def drop_text(split: dict) -> str:
     """'-0.93 pts, 95% CI -2.41 to +0.56' (signed as a change: negative = worse than the baseline)."""
-    lo, hi = split["ci95"]
-    return f"{-split['drop_points']:+.2f} pts, 95% CI {-hi:+.2f} to {-lo:+.2f}"
+    change, lo, hi = (-x + 0.0 for x in (split["drop_points"], *split["ci95"]))  # + 0.0: no "-0.00"
+    return f"{change:+.2f} pts, 95% CI {hi:+.2f} to {lo:+.2f}"
