@@ -83,6 +83,7 @@ class BenchSettings:
     order_seed: int = 0  # the fixed shuffled order of texts for latency and throughput
     settle_s: float = 1.0  # pause between variant processes
 
+
 def _thread_env(threads: int) -> dict[str, str]:
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):

@@ -19,7 +19,7 @@ import functools
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..bench.runner import BenchSettings, DataSpec, Variant, run_benchmark, served_predictions
@@ -249,8 +249,6 @@ def _assess(results: dict, baseline: dict[int, str], settings: OptimizeSettings,
 def _distill_seeds(model: str, data: DataSpec, out: Path, settings: OptimizeSettings) -> dict:
     """Students distilled from `distill_seeds` seeds (42, 43, ...); the best on validation is kept. Every seed's
     validation and held-out test accuracy (FP32) is recorded, so a lucky seed is visible."""
-    from dataclasses import replace
-
     from ..distill import StudentSpec, distill
 
     base = settings.distill_config
@@ -260,9 +258,10 @@ def _distill_seeds(model: str, data: DataSpec, out: Path, settings: OptimizeSett
         summary = distill(model, data, out / "distill" / f"seed-{seed}", StudentSpec(layers=settings.student_layers),
                           settings.distill_trials, config=config, bench=False)
         m, t = summary["metrics"], summary["teacher_metrics"]
-        seeds.append({"seed": seed, "model": str(Path(summary["model"]).resolve()), "validation_accuracy": m["validation"]["accuracy"],
-                      "test_accuracy": m["test"]["accuracy"], "teacher_validation_accuracy":
-                      t["validation"]["accuracy"], "teacher_test_accuracy": t["test"]["accuracy"]})
+        seeds.append({"seed": seed, "model": str(Path(summary["model"]).resolve()),
+                      "validation_accuracy": m["validation"]["accuracy"], "test_accuracy": m["test"]["accuracy"],
+                      "teacher_validation_accuracy": t["validation"]["accuracy"],
+                      "teacher_test_accuracy": t["test"]["accuracy"]})
         log_line(f"student seed {seed}: validation {100 * m['validation']['accuracy']:.2f}% (teacher "
                  f"{100 * t['validation']['accuracy']:.2f}%), held-out test {100 * m['test']['accuracy']:.2f}% "
                  f"(teacher {100 * t['test']['accuracy']:.2f}%), FP32")
