@@ -62,12 +62,13 @@ def main() -> None:
                "recheck": checks, "distill": results.get("distill"), "machine": results["machine"],
                "rows": sel["rows"]}
     write_json(args.out, summary)
-    lines = ["| variant | threads | val acc | val Δ (95% CI) | test acc (held out) | test Δ (95% CI) | "
+    lines = ["| variant | threads | val acc | val Δ pts (95% CI) | test acc (held out) | test Δ pts (95% CI) | "
              "batch-invariant | p50 ms | speed-up | size MB | budget (val) |", "|---" * 11 + "|"]
     for r in sorted(sel["rows"], key=lambda r: (r["threads"], r["latency_ms"])):
         v, t = r["splits"]["validation"], r["splits"]["test"]
-        lines.append(f"| {r['name']} | {r['threads']} | {100 * v['accuracy']:.2f}% | {drop_text(v)} | "
-                     f"{100 * t['accuracy']:.2f}% | {drop_text(t)} | {'no' if r['batch_dependent'] else 'yes'} | "
+        lines.append(f"| {r['name']} | {r['threads']} | {100 * v['accuracy']:.2f}% | "
+                     f"{drop_text(v, short=True)} | {100 * t['accuracy']:.2f}% | {drop_text(t, short=True)} | "
+                     f"{'no' if r['batch_dependent'] else 'yes'} | "
                      f"{r['latency_ms']:.3f} | {r['speedup']:.2f}x | {r['size_mb'] or 0:.1f} | "
                      f"{'within' if r['within'] else 'misses ' + ', '.join(m['what'] for m in r['misses'])} |")
     lines += ["", "Re-measured, alternating: " + recheck_line(checks, times="x")]

@@ -107,8 +107,8 @@ def throughput_chart(results: dict) -> str:
     return _svg(fig)
 
 
-COLUMNS = ["variant", "runtime", "threads", "val acc %", "val Δ (95% CI)", "McNemar p", "worst label Δ",
-           "test acc % (held out)", "test Δ (95% CI)", "p50 ms", "p90 ms", "p99 ms", "speed-up",
+COLUMNS = ["variant", "runtime", "threads", "val acc %", "val Δ pts (95% CI)", "McNemar p", "worst label Δ",
+           "test acc % (held out)", "test Δ pts (95% CI)", "p50 ms", "p90 ms", "p99 ms", "speed-up",
            "texts/s (batch 1/8/32)", "size MB", "peak RSS MB", "cold start s", "batch-invariant", "budget", "Pareto"]
 
 
@@ -126,9 +126,10 @@ def table_rows(results: dict) -> list[list[str]]:
         opts = "".join(f" {k}={x}" for k, x in v["options"].items())
         worst = d["worst_class"]
         inv = [s["batch_invariance"] for s in r["splits"].values()]
-        out.append([v["name"], v["runtime"] + opts, str(v["threads"]), f"{100 * d['accuracy']:.2f}", drop_text(d),
+        out.append([v["name"], v["runtime"] + opts, str(v["threads"]), f"{100 * d['accuracy']:.2f}",
+                    drop_text(d, short=True),
                     f"{d['mcnemar_p']:.3g}", f"{-worst['drop_points']:+.1f} {worst['label']}" if worst else "-",
-                    f"{100 * t['accuracy']:.2f}" if t else "-", drop_text(t) if t else "-",
+                    f"{100 * t['accuracy']:.2f}" if t else "-", drop_text(t, short=True) if t else "-",
                     f"{e2e['p50']:.3f}", f"{e2e['p90']:.3f}", f"{e2e['p99']:.3f}", f"{r['speedup']:.2f}x", tput,
                     f"{v['size_mb']:.1f}" if v.get("size_mb") else "-", f"{v['memory']['peak_rss_mb']:.0f}",
                     f"{v['cold_start']['median_s']:.2f}" if v.get("cold_start") else "-",

@@ -132,7 +132,8 @@ def miss_text(misses: list[dict]) -> str:
                      f"{m['value'] - m['limit']:.3g})" for m in misses)
 
 
-def drop_text(split: dict) -> str:
-    """'-0.93 pts, 95% CI -2.41 to +0.56' (signed as a change: negative = worse than the baseline)."""
+def drop_text(split: dict, short: bool = False) -> str:
+    """'-0.93 pts, 95% CI -2.41 to +0.56' (signed as a change: negative = worse than the baseline); short, for a
+    table whose header names the interval: '-0.93 (-2.41 to +0.56)'."""
     change, lo, hi = (-x + 0.0 for x in (split["drop_points"], *split["ci95"]))  # + 0.0: no "-0.00"
-    return f"{change:+.2f} pts, 95% CI {hi:+.2f} to {lo:+.2f}"
+    return f"{change:+.2f} ({hi:+.2f} to {lo:+.2f})" if short else f"{change:+.2f} pts, 95% CI {hi:+.2f} to {lo:+.2f}"
