@@ -86,7 +86,8 @@ def test_train_then_bench_through_the_cli(tmp_path, tiny_bert, keyword_csv):
     assert_one_line_error(run("train", "--base", str(tiny_bert), "--data", str(keyword_csv), "--out", str(model)),
                           "made differently")
     proc = run("bench", "--model", str(model), "--data", str(keyword_csv), "--out", str(tmp_path / "b"),
-               "--latency-samples", "5", "--warmup", "1", "--batch-sizes", "1,2", "--throughput-samples", "4",
+               "--latency-samples", "5", "--warmup", "1", "--batch-sizes", "1,2", "--throughput-seconds", "0.05",
+               "--throughput-texts", "4",
                "--cold-start-runs", "1", "--json")
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout)

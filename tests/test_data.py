@@ -46,6 +46,7 @@ def test_split_column_is_honoured_and_validation_carved_from_train(tmp_path):
     ds = load_dataset(str(write_csv(tmp_path / "d.csv", rows)), split_column="part")
     assert len(ds["test"]) == 30
     assert len(ds["train"]) + len(ds["validation"]) == 120 and len(ds["validation"]) > 0
+    assert "carved from train" in ds.source["validation"]  # and the report says so (optimize/report.py notes)
     assert set(ds["test"].texts) == {r["text"] for r in rows[:30]}
 
 

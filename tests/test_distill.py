@@ -201,7 +201,9 @@ def test_two_trial_study_on_sqlite(tmp_path, teacher4, topics_csv):
     assert again["trial"] == summary["trial"] and again["trials"] == 2
     results = json.loads((out / "results.json").read_text())
     assert [v["name"] for v in results["variants"]] == ["teacher", "student"]
-    assert results["variants"][1]["accuracy"] == pytest.approx(summary["metrics"]["test"]["accuracy"])
+    for split in ("validation", "test"):  # the same checkpoint on the same texts as distillation's own evaluation
+        assert results["variants"][1]["quality"][split]["batched"]["accuracy"] == pytest.approx(
+            summary["metrics"][split]["accuracy"])
 
 
 def load_dataset_split(path: Path):

@@ -19,12 +19,17 @@ def test_teacher_on_real_trec6_slice(tmp_path):
     # majority class is 23%: a real fine-tune on 800 texts is far above it
     assert manifest["metrics"]["test"]["accuracy"] > 0.6
     proc = run("bench", "--model", str(model), "--data", "trec6", "--out", str(tmp_path / "bench"),
-               "--latency-samples", "40", "--warmup", "5", "--throughput-samples", "64", "--cold-start-runs", "1",
+               "--latency-samples", "40", "--warmup", "5", "--throughput-seconds", "0.2", "--throughput-texts", "64",
+               "--cold-start-runs", "1",
                timeout=900)
     assert proc.returncode == 0, proc.stderr
     res = json.loads((tmp_path / "bench" / "results.json").read_text())
     variant = res["variants"][0]
-    # the benchmark scores the same checkpoint on the same test split as training did
-    assert variant["accuracy"] == pytest.approx(manifest["metrics"]["test"]["accuracy"], abs=1e-9)
+    # the benchmark scores the same checkpoint on the same splits as training did (training evaluates in batches
+    # of 64, the benchmark in batches of 32 and one by one: FP32 padding noise may move one borderline text)
+    for split in ("validation", "test"):
+        assert variant["quality"][split]["accuracy"] == pytest.approx(manifest["metrics"][split]["accuracy"],
+                                                                      abs=1 / 538 + 1e-9)
+        assert not variant["quality"][split]["batch_invariance"]["flagged"]
     assert variant["size_mb"] == pytest.approx(90.9, abs=1.0)  # 22.7M float32 parameters + a 6-way head
     assert variant["latency_ms"]["end_to_end"]["n"] == 40 and variant["cold_start"]["median_s"] > 0

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import (
     TOPICS,
@@ -24,36 +25,108 @@ from conftest import (
 from test_cli import assert_one_line_error, run
 
 from slimformer.bench.runner import BenchSettings, DataSpec
+from slimformer.metrics import per_class_recall
 from slimformer.optimize import OptimizeSettings, optimize
 from slimformer.optimize.select import Budget, assess, pareto_front, select
 
-QUICK = BenchSettings(latency_samples=20, warmup=2, batch_sizes=(1, 8), throughput_samples=16, cold_start_runs=0,
-                      settle_s=0.0)
+QUICK = BenchSettings(latency_samples=20, warmup=2, batch_sizes=(1, 8), throughput_min_s=0.05, throughput_min_texts=16,
+                      throughput_repeats=2, cold_start_runs=0, settle_s=0.0)
 
 
-def _variant(name, accuracy, p50, size, threads=1):
-    return {"name": name, "threads": threads, "accuracy": accuracy, "macro_f1": accuracy, "size_mb": size,
-            "latency_ms": {"end_to_end": {"p50": p50}}}
+N = 200
+TRUTH = np.arange(N) % 2  # two labels, alternating
+
+
+def _answers(accuracy: float, wrong_first: bool = False) -> np.ndarray:
+    """Predictions right on round(accuracy * N) texts: the last ones wrong (or the first, to vary which)."""
+    right = round(accuracy * N)
+    pred = TRUTH.copy()
+    wrong = slice(0, N - right) if wrong_first else slice(right, N)
+    pred[wrong] = 1 - pred[wrong]
+    return pred
+
+
+def _case(*specs):
+    """(variants, truth, predictions) for assess(): each spec is (name, validation acc, p50 ms, size MB, threads,
+    test acc or None for the validation one, predictions override per split)."""
+    variants, predictions = [], {}
+    for name, acc, p50, size, threads, test_acc, override in specs:
+        preds = {"validation": _answers(acc), "test": _answers(acc if test_acc is None else test_acc)}
+        preds.update(override or {})
+        quality = {}
+        for split, pred in preds.items():
+            recall = per_class_recall(TRUTH, pred, 2)
+            quality[split] = {"accuracy": float(np.mean(pred == TRUTH)), "macro_f1": 0.0, "n": N, "mode": "batch1",
+                              "per_class_recall": {"a": recall[0], "b": recall[1]},
+                              "batch_invariance": {"label_change_rate": 0.0, "max_abs_logit_diff": 0.0, "n": N,
+                                                   "flagged": False}}
+        variants.append({"name": name, "threads": threads, "size_mb": size, "quality": quality,
+                         "latency_ms": {"end_to_end": {"p50": p50}}})
+        predictions[name] = preds
+    return variants, {"validation": TRUTH, "test": TRUTH}, predictions
+
+
+def _spec(name, acc, p50, size, threads=1, test_acc=None, override=None):
+    return (name, acc, p50, size, threads, test_acc, override)
 
 
 def test_selection_picks_the_fastest_inside_the_budget_not_the_first():
-    variants = [_variant("base", 0.90, 10.0, 96), _variant("a", 0.892, 4.0, 40), _variant("b", 0.893, 2.0, 23),
-                _variant("c", 0.85, 1.0, 20), _variant("d", 0.91, 8.0, 95)]
-    rows = assess(variants, {1: "base"}, Budget(max_accuracy_drop=1.0))
+    variants, truth, preds = _case(_spec("base", 0.90, 10.0, 96), _spec("a", 0.895, 4.0, 40),
+                                   _spec("b", 0.895, 2.0, 23), _spec("c", 0.85, 1.0, 20), _spec("d", 0.91, 8.0, 95))
+    rows = assess(variants, {1: "base"}, Budget(max_accuracy_drop=1.0), truth, preds)
     by = {r["name"]: r for r in rows}
     assert by["c"]["misses"][0]["what"] == "accuracy" and by["c"]["drop_points"] == pytest.approx(5.0)
     assert by["b"]["speedup"] == pytest.approx(5.0) and by["b"]["within"]
     assert select(rows)["recommended"] == "b"  # a passes first; b is faster; c is fastest but too inaccurate
-    assert set(pareto_front(rows)) == {"b", "c", "d"}  # a loses to b on all three; base to d and b
-    tight = select(assess(variants, {1: "base"}, Budget(1.0, latency_ms=3.0, size_mb=22)))
+    assert set(pareto_front(rows)) == {"b", "c", "d"}  # a ties b on accuracy and loses on the rest; base loses to d
+    tight = select(assess(variants, {1: "base"}, Budget(1.0, latency_ms=3.0, size_mb=22), truth, preds))
     assert tight["recommended"] is None and tight["closest"]["name"] == "b"
     assert [m["what"] for m in tight["closest"]["misses"]] == ["size"]
 
 
+def test_a_variant_inside_the_budget_on_test_but_not_on_validation_is_not_recommended():
+    variants, truth, preds = _case(_spec("base", 0.90, 10.0, 90), _spec("fast", 0.875, 1.0, 20, test_acc=0.90),
+                                   _spec("slower", 0.895, 3.0, 20, test_acc=0.88))
+    rows = {r["name"]: r for r in assess(variants, {1: "base"}, Budget(1.0), truth, preds)}
+    assert rows["fast"]["splits"]["test"]["drop_points"] == 0 and rows["fast"]["drop_points"] == pytest.approx(2.5)
+    assert not rows["fast"]["within"] and rows["fast"]["misses"][0]["what"] == "accuracy"
+    # the held-out split decides nothing, either way: 'slower' is 2 points down on test, yet recommended
+    assert rows["slower"]["within"] and rows["slower"]["splits"]["test"]["drop_points"] == pytest.approx(2.0)
+    assert select(list(rows.values()))["recommended"] == "slower"
+
+
+def test_rows_carry_the_interval_and_mcnemar_and_confidence_makes_the_budget_strict():
+    variants, truth, preds = _case(_spec("base", 0.90, 10.0, 90), _spec("q", 0.895, 1.0, 20))
+    row = assess(variants, {1: "base"}, Budget(1.0), truth, preds)[1]
+    v = row["splits"]["validation"]
+    assert (v["lost"], v["gained"]) == (1, 0) and v["drop_points"] == pytest.approx(0.5)
+    assert v["mcnemar_p"] == pytest.approx(1.0) and v["ci95"][0] == 0 and v["ci95"][1] >= 0.5
+    assert row["within"]  # 0.5 points: inside a 1-point budget on the point estimate
+    strict = assess(variants, {1: "base"}, Budget(0.6, confidence=True), truth, preds)[1]
+    assert not strict["within"] and strict["misses"][0]["value"] == v["ci95"][1] > 0.6
+    assert "upper 95% bound" in Budget(1.0, confidence=True).describe()
+
+
+def test_a_variant_that_collapses_one_label_misses_the_budget_though_the_mean_holds():
+    collapse = _answers(0.90)
+    collapse[[0, 2, 4, 6, 8]] = 1  # label 'a' loses 5 of its 100 texts...
+    collapse[[181, 183, 185, 187, 189]] = 1  # ...and label 'b' gains back 5 it had wrong: the mean is unchanged
+    variants, truth, preds = _case(_spec("base", 0.90, 10.0, 90),
+                                   _spec("skewed", 0.90, 1.0, 20, override={"validation": collapse}))
+    row = assess(variants, {1: "base"}, Budget(1.0, max_class_drop=4.0), truth, preds)[1]
+    assert row["drop_points"] == 0
+    assert row["splits"]["validation"]["worst_class"] == {"label": "a", "drop_points": pytest.approx(5.0),
+                                                          "lost_texts": 5}
+    assert [m["what"] for m in row["misses"]] == ["class"] and "(5 texts)" in row["misses"][0]["unit"]
+    assert assess(variants, {1: "base"}, Budget(1.0, max_class_drop=None), truth, preds)[1]["within"]
+    # one text of a small label is many points, but noise, not a collapse: counted from min_class_texts on
+    assert assess(variants, {1: "base"}, Budget(1.0, max_class_drop=4.0, min_class_texts=6), truth, preds)[1]["within"]
+
+
 def test_speedup_is_against_the_baseline_at_the_same_thread_count():
-    variants = [_variant("base-t1", 0.9, 10.0, 90, 1), _variant("base-t2", 0.9, 6.0, 90, 2),
-                _variant("q-t2", 0.9, 2.0, 23, 2)]
-    rows = assess(variants, {1: "base-t1", 2: "base-t2"}, Budget())
+    variants, truth, preds = _case(_spec("base-t1", 0.9, 10.0, 90, 1), _spec("base-t2", 0.9, 6.0, 90, 2),
+                                   _spec("q-t2", 0.9, 2.0, 23, 2))
+    rows = assess(variants, {1: "base-t1", 2: "base-t2"}, Budget(), truth, preds)
     assert {r["name"]: r["speedup"] for r in rows}["q-t2"] == pytest.approx(3.0)
 
 
@@ -274,3 +347,49 @@ def test_fallback_only_where_quantization_lost_the_accuracy():
     assert not needs_fallback({"within": False, "misses": [miss]}, fp32_bad)
     assert not needs_fallback({"within": False, "misses": [miss, slow]}, fp32_ok)  # float would be slower still
     assert not needs_fallback({"within": True, "misses": []}, fp32_ok)
+
+
+def test_students_from_several_seeds_the_best_on_validation_kept_and_every_seed_recorded(tmp_path, tiny_bert,
+                                                                                        topics_csv):
+    from slimformer.distill import DistillConfig
+    from slimformer.optimize import _distill_seeds
+    from slimformer.training import TrainConfig
+
+    quick = DistillConfig(augment=0, train=TrainConfig(epochs=1, lr=3e-3, batch_size=32, max_length=16))
+    settings = OptimizeSettings(distill=True, distill_seeds=2, student_layers=1, distill_config=quick)
+    students = _distill_seeds(str(tiny_bert), DataSpec(str(topics_csv)), tmp_path, settings)
+    assert [s["seed"] for s in students["seeds"]] == [42, 43]
+    for s in students["seeds"]:
+        manifest = json.loads((Path(s["model"]) / "manifest.json").read_text())
+        assert manifest["recipe"]["config"]["train"]["seed"] == s["seed"]  # each trained from its own seed
+        assert s["validation_accuracy"] == manifest["metrics"]["validation"]["accuracy"]
+        assert s["test_accuracy"] == manifest["metrics"]["test"]["accuracy"]  # recorded, never used to choose
+    best = max(students["seeds"], key=lambda s: s["validation_accuracy"])
+    assert students["chosen_seed"] == best["seed"] and students["model"] == best["model"]
+
+
+def test_a_missing_library_stops_optimize_before_anything_runs(tmp_path, tiny_bert, topics_csv, monkeypatch):
+    import importlib.util
+
+    from slimformer.errors import MissingLibraryError
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else
+                        find_spec(name, *a))
+    with pytest.raises(MissingLibraryError, match=r"matplotlib is not installed.*slimformer\[optimize\]"):
+        optimize(str(tiny_bert), DataSpec(str(topics_csv)), tmp_path / "run", OptimizeSettings(threads=(1,)))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_token_limit_that_truncates_is_reported_and_a_longer_one_measured(tmp_path, tiny_bert, topics_csv, capsys):
+    from dataclasses import replace
+
+    settings = OptimizeSettings(threads=(1,), only=("torch-fp32",), bench=replace(QUICK, max_length=8))
+    selection = optimize(str(tiny_bert), DataSpec(str(topics_csv)), tmp_path / "run", settings)
+    assert "of the validation texts are longer than 8 tokens and get truncated" in capsys.readouterr().err
+    [longer] = [r for r in selection["rows"] if "-len" in r["name"]]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    entry = next(v for v in results["variants"] if v["name"] == longer["name"])
+    assert entry["options"]["max_length"] > 8 and entry["predictor"]["max_length"] == entry["options"]["max_length"]
+    assert next(v for v in results["variants"] if v["name"] == "teacher-torch-fp32-t1")["predictor"]["max_length"] == 8
+    assert longer["baseline"] == "teacher-torch-fp32-t1"  # its accuracy change and its cost are against the limit

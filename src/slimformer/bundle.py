@@ -62,11 +62,14 @@ def export_bundle(run: Path, out: Path, variant: str | None = None, overwrite: b
         "steps": artifact.manifest.get("steps", []), "source": artifact.manifest.get("source", str(artifact.path)),
         "bundle": {
             "variant": name, "runtime": entry["runtime"], "threads": entry["threads"], "options": entry["options"],
-            "metrics": {"accuracy": entry["accuracy"], "macro_f1": entry["macro_f1"],
-                        "accuracy_drop_points": row["drop_points"], "speedup": row["speedup"],
-                        "latency_ms_end_to_end": entry["latency_ms"]["end_to_end"], "size_mb": entry["size_mb"],
-                        "throughput": entry["throughput"], "peak_rss_mb": entry["memory"]["peak_rss_mb"]},
-            "dataset": {k: results["dataset"][k] for k in ("name", "fingerprint", "split", "n")},
+            "metrics": {"decision_split": row["decision_split"], "accuracy": row["accuracy"],
+                        "macro_f1": row["macro_f1"], "accuracy_drop_points": row["drop_points"],
+                        "splits": row["splits"], "speedup": row["speedup"],
+                        "batch_invariance": _invariance(entry),
+                        "latency_ms_end_to_end": entry["latency_ms"]["end_to_end"],
+                        "size_mb": entry["size_mb"], "throughput": entry["throughput"],
+                        "peak_rss_mb": entry["memory"]["peak_rss_mb"], "cold_start": entry.get("cold_start")},
+            "dataset": {k: results["dataset"][k] for k in ("name", "fingerprint", "decision_split", "held_out", "n")},
             "machine": {"cpu": results["machine"]["cpu"], "libraries": results["machine"]["libraries"]},
             "run": str(Path(run).resolve()), "recommended": name == selection["recommended"],
             "created": datetime.now(UTC).isoformat(timespec="seconds"), "tool": f"slimformer {__version__}",
@@ -77,6 +80,15 @@ def export_bundle(run: Path, out: Path, variant: str | None = None, overwrite: b
             shutil.copy2(f, tmp / f.name)
         write_json(tmp / MANIFEST, manifest)
     return manifest
+
+
+def _invariance(entry: dict) -> dict:
+    """The variant's batch-invariance over every split it was measured on: the worst label-change rate and logit
+    move between batch 1 and padded batches (what a dynamic-batching server may change)."""
+    figures = [q["batch_invariance"] for q in entry["quality"].values()]
+    return {"label_change_rate": max(f["label_change_rate"] for f in figures),
+            "max_abs_logit_diff": max(f["max_abs_logit_diff"] for f in figures),
+            "flagged": any(f["flagged"] for f in figures), "n": sum(f["n"] for f in figures)}
 
 
 def bundle_settings(path: str | Path) -> dict:

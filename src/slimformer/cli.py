@@ -9,9 +9,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .distill import DistillConfig
-from .errors import DiskFullError, SlimformerError, disk_full
+from .errors import DiskFullError, SlimformerError, disk_full, missing_library
 
 app = typer.Typer(
     help="Make transformer text classifiers fast and small for inference, and prove it with honest numbers.",
@@ -37,6 +38,19 @@ def _ints(value: str, option: str) -> list[int]:
     if not items or any(i < 1 for i in items):
         raise SlimformerError(f"{option} takes positive integers, got '{value}'")
     return items
+
+
+def _note_truncation(model: str, texts: list[str], max_length: int | None, what: str) -> None:
+    """One line on stderr when `texts` are longer than the model's max_length (`max_length`, else the model's)."""
+    from .artifacts import check_max_length, max_positions
+    from .encoding import load_encoder, truncation, truncation_line
+    from .models import resolve
+
+    path = resolve(model)
+    length = check_max_length(path, max_length)
+    line = truncation_line(truncation(load_encoder(path, length), texts, length), length, what, max_positions(path))
+    if line:
+        Console(stderr=True).print(f"note: {line}", highlight=False, soft_wrap=True)
 
 
 def _options(items: list[str]) -> dict[str, str]:
@@ -97,7 +111,8 @@ def train(
     epochs: Annotated[int, typer.Option(min=1)] = 4,
     lr: Annotated[float, typer.Option(min=0.0)] = 1e-4,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    max_length: Annotated[int, typer.Option(min=8, help="Truncate texts to this many tokens.")] = 64,
+    max_length: Annotated[int | None, typer.Option(min=8, help="Truncate texts to this many tokens (default: the "
+                                                   "base model's maximum, capped at 512).")] = None,
     seed: int = 42,
     max_train_samples: Annotated[int | None, typer.Option(min=1, help="Train on the first N training texts "
                                                           "only (quick trials).")] = None,
@@ -114,6 +129,7 @@ def train(
     from .training import TrainConfig, train_classifier
 
     dataset = load_dataset(data, text_column, label_column, split_column, seed)
+    _note_truncation(base, dataset["test"].texts, max_length, "test texts")
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
                          max_train_samples=max_train_samples, precision=precision)
     manifest = train_classifier(base, dataset, out_dir, config, overwrite=overwrite)
@@ -152,7 +168,8 @@ def distill(
     cosine_weight: Annotated[float, typer.Option(min=0.0, help="Weight of a [CLS] hidden-state cosine term "
                                                  "(student and teacher hidden sizes must match).")] = 0.0,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    max_length: Annotated[int | None, typer.Option(min=8, help="Token limit (default: the teacher's).")] = None,
+    max_length: Annotated[int | None, typer.Option(min=8, help="Token limit (default: the teacher's recorded "
+                                                   "one, else its configured maximum capped at 512).")] = None,
     precision: Annotated[str, typer.Option(help="Autocast in training: auto (bf16 on CUDA or CPUs with "
                                            "AVX512-BF16/AMX, else fp32), fp32, bf16, fp16 (CUDA).")] = "auto",
     seed: int = 42,
@@ -166,25 +183,21 @@ def distill(
     from .bench.runner import DataSpec
     from .distill import SearchSpace, StudentSpec
     from .distill import distill as run_distill
-    from .models import resolve
     from .training import TrainConfig
 
-    if max_length is None:
-        from .cache import read_manifest
-
-        max_length = read_manifest(Path(resolve(teacher))).get("max_length") or 128
     config = DistillConfig(alpha=alpha, temperature=temperature, cosine_weight=cosine_weight, augment=augment,
                            train=TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
                                              seed=seed, precision=precision))
     space = SearchSpace(epochs=(min(2, max_epochs), max_epochs))
     summary = run_distill(teacher, DataSpec(data, text_column, label_column, split_column), out_dir,
                           StudentSpec(student_layers, student), trials, storage, config, space, bench)
-    t, s = summary["teacher_metrics"]["test"], summary["metrics"]["test"]
     params = ", ".join(f"{k} {v:.3g}" for k, v in summary["params"].items())
-    out.print(f"best of {summary['trials']} trials: trial {summary['trial']} ({params})")
-    out.print(f"test accuracy: student {100 * s['accuracy']:.2f}% vs teacher {100 * t['accuracy']:.2f}% "
-              f"({100 * (s['accuracy'] - t['accuracy']):+.2f} points; macro-F1 {s['macro_f1']:.4f} vs "
-              f"{t['macro_f1']:.4f}, {s['n']} texts)")
+    out.print(f"best of {summary['trials']} trials on validation: trial {summary['trial']} ({params})")
+    for split, what in (("validation", "chosen on"), ("test", "held out")):
+        t, s = summary["teacher_metrics"][split], summary["metrics"][split]
+        out.print(f"{split} accuracy ({what}): student {100 * s['accuracy']:.2f}% vs teacher "
+                  f"{100 * t['accuracy']:.2f}% ({100 * (s['accuracy'] - t['accuracy']):+.2f} points; macro-F1 "
+                  f"{s['macro_f1']:.4f} vs {t['macro_f1']:.4f}, {s['n']} texts)")
     out.print(f"student: {summary['model']} (an HF checkpoint: `slimformer build --model {summary['model']} ...`)")
 
 
@@ -195,7 +208,18 @@ def optimize(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory: variants/, results.json, "
                                           "report.md, report.html, charts/.")] = Path("runs/optimize"),
     max_accuracy_drop: Annotated[float, typer.Option(min=0.0, help="Accuracy points a variant may lose against "
-                                                     "PyTorch FP32.")] = 1.0,
+                                                     "PyTorch FP32, on the validation split (the test split is "
+                                                     "held out and only reported).")] = 1.0,
+    max_class_drop: Annotated[float | None, typer.Option(min=0.0, help="Points of recall any one label may lose "
+                                                         "against PyTorch FP32 (validation): a variant that "
+                                                         "collapses a minority class fails the budget even when "
+                                                         "the mean holds. Counted once the label has lost "
+                                                         "--min-class-texts texts (one text of a 9-text label is "
+                                                         "11 points: noise, not a collapse).")] = 5.0,
+    min_class_texts: Annotated[int, typer.Option(min=1, help="See --max-class-drop.")] = 2,
+    confidence: Annotated[bool, typer.Option("--confidence", help="Strict budget: a variant passes only if the "
+                                             "upper end of the 95% interval of its accuracy drop (paired "
+                                             "bootstrap) is within --max-accuracy-drop.")] = False,
     latency_budget_ms: Annotated[float | None, typer.Option(min=0.0, help="Most end-to-end p50 latency at batch 1 "
                                                             "(ms).")] = None,
     size_budget_mb: Annotated[float | None, typer.Option(min=0.0, help="Most size on disk (MB).")] = None,
@@ -203,6 +227,10 @@ def optimize(
     distill: Annotated[bool, typer.Option("--distill", help="Also distil a smaller student and build its "
                                           "variants.")] = False,
     distill_trials: Annotated[int, typer.Option(min=1, help="Optuna trials for the student.")] = 1,
+    distill_seeds: Annotated[int, typer.Option(min=1, help="Distil the student from this many seeds (42, 43, ...) "
+                                               "and keep the best on validation; every seed's validation and "
+                                               "test accuracy is reported, so a lucky seed shows. Each seed "
+                                               "costs a full distillation.")] = 1,
     student_layers: Annotated[int | None, typer.Option(min=1, help="Student layers (default: half the "
                                                        "model's).")] = None,
     only: Annotated[str | None, typer.Option(help="Build only these candidates (comma-separated names from "
@@ -210,6 +238,8 @@ def optimize(
     include_slow: Annotated[bool, typer.Option(help="Also time variants known to be slow on CPU (NF4, ORT "
                                                "fp16), for their size.")] = False,
     latency_samples: Annotated[int, typer.Option(min=10, help="Texts timed at batch 1 per variant.")] = 200,
+    max_length: Annotated[int | None, typer.Option(min=8, help="Token limit for every variant (default: the "
+                                                   "model's recorded or configured maximum, capped at 512).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out (same model "
                                          "and data); finished variants are kept.")] = False,
     text_column: TextCol = "text", label_column: LabelCol = "label", split_column: SplitCol = None,
@@ -225,12 +255,12 @@ def optimize(
     from .optimize.report import recommendation
 
     settings = OptimizeSettings(
-        budget=Budget(max_accuracy_drop, latency_budget_ms, size_budget_mb),
+        budget=Budget(max_accuracy_drop, latency_budget_ms, size_budget_mb, max_class_drop, min_class_texts,
+                      confidence),
         threads=tuple(_ints(threads, "--threads")), distill=distill, distill_trials=distill_trials,
-        student_layers=student_layers, include_slow=include_slow,
+        distill_seeds=distill_seeds, student_layers=student_layers, include_slow=include_slow,
         only=tuple(x.strip() for x in (only or "").split(",") if x.strip()),
-        bench=BenchSettings(latency_samples=latency_samples, throughput_samples=128, cold_start_runs=0,
-                            settle_s=0.5))
+        bench=BenchSettings(latency_samples=latency_samples, max_length=max_length, cold_start_runs=0, settle_s=0.5))
     run_optimize(model, DataSpec(data, text_column, label_column, split_column), out_dir, settings, resume)
     results = json.loads((out_dir / "results.json").read_text())
     text, commands = recommendation(results, out_dir)
@@ -254,9 +284,10 @@ def export(
 
     manifest = export_bundle(run_dir, out_dir, variant, overwrite)
     b = manifest["bundle"]
+    m = b["metrics"]
     out.print(f"{out_dir}: {b['variant']} ({manifest['format']} on {b['runtime']}, {b['threads']} thread(s)); "
-              f"accuracy {100 * b['metrics']['accuracy']:.2f}%, p50 {b['metrics']['latency_ms_end_to_end']['p50']:.3f}"
-              f" ms, {b['metrics']['size_mb']:.1f} MB", highlight=False)
+              + ", ".join(f"{split} accuracy {100 * q['accuracy']:.2f}%" for split, q in m["splits"].items())
+              + f", p50 {m['latency_ms_end_to_end']['p50']:.3f} ms, {m['size_mb']:.1f} MB", highlight=False)
     out.print(f"score a file: slimformer predict {out_dir} --input texts.txt --out predictions.jsonl", highlight=False)
 
 
@@ -456,11 +487,18 @@ def bench(
     threads: Annotated[str, typer.Option(help="Thread count(s), comma-separated: each is its own variant.")] = "1",
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Directory for results.json and "
                                                  "results.md.")] = None,
-    split: Annotated[str, typer.Option(help="Split to measure on.")] = "test",
+    split: Annotated[str, typer.Option(help="Splits to measure answers on, comma-separated; the first is the "
+                                       "decision split (its texts are the ones timed), the others are held out "
+                                       "and only reported.")] = "validation,test",
     latency_samples: Annotated[int, typer.Option(min=0, help="Texts timed at batch 1 (0: the whole split).")] = 300,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed calls before timing.")] = 20,
     batch_sizes: Annotated[str, typer.Option(help="Batch sizes for offline throughput.")] = "1,8,32",
-    throughput_samples: Annotated[int, typer.Option(min=1, help="Texts per throughput run.")] = 256,
+    throughput_seconds: Annotated[float, typer.Option(min=0.01, help="Each throughput run lasts this long or "
+                                                      "--throughput-texts texts, whichever comes first; 3 runs per "
+                                                      "batch size, median and spread reported.")] = 2.0,
+    throughput_texts: Annotated[int, typer.Option(min=1, help="See --throughput-seconds.")] = 1024,
+    max_length: Annotated[int | None, typer.Option(min=8, help="Token limit for every model (default: each model's "
+                                                   "recorded or configured maximum, capped at 512).")] = None,
     cold_start_runs: Annotated[int, typer.Option(min=0, help="Fresh processes timed for cold start "
                                                  "(median; 0 skips).")] = 3,
     text_column: TextCol = "text", label_column: LabelCol = "label", split_column: SplitCol = None,
@@ -473,17 +511,31 @@ def bench(
     from .bench.runner import BenchSettings, DataSpec, Variant, run_benchmark
     from .bench.table import to_markdown, to_rich
     from .cache import write_text
+    from .data import load_dataset
+    from .runtimes import check_options, default_runtime
 
     options = _options(option or [])
+    # a mistyped option or a bad value is refused before anything runs
+    lengths = {m: max_length or check_options(runtime or default_runtime(m), options).get("max_length")
+               for m in dict.fromkeys(model)}
     variants = [Variant(str(Path(m).expanduser()), runtime, t, options) for m in model
                 for t in _ints(threads, "--threads")]
     if len({Path(m).name for m in model}) < len(model):
         variants = [Variant(v.model, v.runtime, v.threads, v.options, name=f"{v.model}-t{v.threads}")
                     for v in variants]
-    settings = BenchSettings(split=split, warmup=warmup, latency_samples=latency_samples or None,
+    splits = tuple(x.strip() for x in split.split(",") if x.strip())
+    if not splits or len(set(splits)) < len(splits):
+        raise SlimformerError(f"--split takes distinct split names, e.g. validation,test; got '{split}'")
+    settings = BenchSettings(splits=splits, warmup=warmup, latency_samples=latency_samples or None,
                              batch_sizes=tuple(_ints(batch_sizes, "--batch-sizes")),
-                             throughput_samples=throughput_samples, cold_start_runs=cold_start_runs)
-    results = run_benchmark(variants, DataSpec(data, text_column, label_column, split_column), settings, out_dir)
+                             throughput_min_s=throughput_seconds,
+                             throughput_min_texts=throughput_texts, max_length=max_length,
+                             cold_start_runs=cold_start_runs)
+    spec = DataSpec(data, text_column, label_column, split_column)
+    timed = load_dataset(spec.source, spec.text_column, spec.label_column, spec.split_column, spec.seed)[splits[0]]
+    for m, length in lengths.items():
+        _note_truncation(m, timed.texts, length, f"{splits[0]} texts")
+    results = run_benchmark(variants, spec, settings, out_dir)
     if out_dir:
         write_text(out_dir / "results.md", to_markdown(results))
     if as_json:
@@ -571,18 +623,25 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
     out.print(table)
 
 
+def _error(message: object) -> None:
+    """The one line a user mistake prints (escaped: `slimformer[onnx]` is text, not rich markup)."""
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     """Entry point: user mistakes print one line and exit 2; bugs keep their traceback."""
     try:
         app()
     except SlimformerError as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        _error(e)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")
         raise SystemExit(130) from None
-    except Exception as e:  # a library writing straight to a full disk (torch, onnx, matplotlib)
-        if not (full := disk_full(e)):
+    except Exception as e:  # a library writing straight to a full disk (torch, onnx, matplotlib), or one not installed
+        known = disk_full(e)
+        known = DiskFullError(known) if known else missing_library(e)
+        if known is None:
             raise
-        Console(stderr=True).print(f"[bold red]error:[/] {DiskFullError(full)}", highlight=False, soft_wrap=True)
+        _error(known)
         raise SystemExit(2) from None

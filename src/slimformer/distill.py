@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .artifacts import check_max_length
 from .cache import cache_dir, is_complete, output_error, read_manifest, write_json
 from .data import Dataset, in_label_space
 from .errors import DiskFullError, ModelError, OutputError, SlimformerError, disk_full, first_line
@@ -325,6 +326,8 @@ def distill(teacher: str, data, out: Path, student: StudentSpec = StudentSpec(),
     quiet_transformers()
     teacher_model, tokenizer, labels = load_classifier(teacher)
     teacher_path = Path(resolve(teacher))
+    config = replace(config, train=replace(config.train, max_length=check_max_length(teacher_path,
+                                                                                     config.train.max_length)))
     dataset = in_label_space(dataset, labels, teacher)
     layers = student.layers if student.layers is not None or student.checkpoint else max(
         1, layer_count(teacher_model.config) // 2)

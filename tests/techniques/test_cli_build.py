@@ -15,7 +15,7 @@ def test_build_then_bench_on_openvino(tiny_distilbert, keyword_csv, tmp_path):
     assert manifest["steps"][1]["stats"]["calibration_texts"] == 40 and manifest["format"] == "onnx"
     proc = run("bench", "--variant", str(out), "--data", str(keyword_csv), "--runtime", "openvino",
                "--option", "precision=f32", "--latency-samples", "5", "--warmup", "1", "--batch-sizes", "1,4",
-               "--throughput-samples", "8", "--cold-start-runs", "1", "--json")
+               "--throughput-seconds", "0.05", "--throughput-texts", "8", "--cold-start-runs", "1", "--json")
     assert proc.returncode == 0, proc.stderr
     variant = json.loads(proc.stdout)["variants"][0]
     assert variant["runtime"] == "openvino" and variant["predictor"]["precision"] == "f32"

@@ -66,13 +66,13 @@ def test_session_leaves_skip_layer_norm_unfused_on_cpu(tiny_bert, context, texts
 
     artifact = build(tiny_bert, parse_recipe("onnx,ort-optimize"), context=context)  # LayerNorms left unfused
     counts = {}
-    for fuse in ("false", "true"):
+    for fuse in (False, True):
         session, disabled = open_session(artifact.path / "model.onnx", fuse_skip_layer_norm=fuse,
                                          save_optimized=tmp_path / f"{fuse}.onnx")
         counts[fuse] = op_counts(tmp_path / f"{fuse}.onnx")
-        assert disabled == ([] if fuse == "true" else ["SkipLayerNormFusion"])
-    assert counts["false"]["SkipLayerNormalization"] == 0 and counts["false"]["LayerNormalization"] >= 4
-    assert counts["true"]["SkipLayerNormalization"] >= 4
+        assert disabled == ([] if fuse else ["SkipLayerNormFusion"])
+    assert counts[False]["SkipLayerNormalization"] == 0 and counts[False]["LayerNormalization"] >= 4
+    assert counts[True]["SkipLayerNormalization"] >= 4
     default = load_predictor(artifact.path, "onnxruntime")
     assert default.describe()["disabled_optimizers"] == ["SkipLayerNormFusion"]
     fused = load_predictor(artifact.path, "onnxruntime", fuse_skip_layer_norm="true")

@@ -1,7 +1,8 @@
 """Cold start probe: a fresh process that imports, loads and answers one text.
 
 `python -m slimformer.bench.coldstart SPEC_JSON` prints {"import_s", "load_s", "first_answer_s", "label"};
-the caller times the whole process from outside (interpreter start included).
+the caller times the whole process from outside (interpreter start included). SPEC_JSON: model, runtime,
+threads, options, text, and optionally max_length (None: the model's).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ if __name__ == "__main__":
     spec = json.loads(sys.argv[1])
     predictor_class(spec["runtime"])  # imports the runtime's libraries
     t1 = time.perf_counter()
-    predictor = load_predictor(spec["model"], spec["runtime"], spec["threads"], **spec["options"])
+    options = {**({"max_length": spec["max_length"]} if spec.get("max_length") else {}), **spec["options"]}
+    predictor = load_predictor(spec["model"], spec["runtime"], spec["threads"], **options)
     t2 = time.perf_counter()
     label = predictor.predict([spec["text"]])[0]
     t3 = time.perf_counter()

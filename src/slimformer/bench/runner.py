@@ -20,11 +20,11 @@ from ..cache import read_manifest, write_json
 from ..data import check_label_space, load_dataset
 from ..errors import DiskFullError, OutputError, SlimformerError
 from ..hardware import fingerprint
-from ..metrics import agreement
-from ..progress import progress_bar
-from ..runtimes import artifact_labels
+from ..metrics import agreement, batch_invariance, classification_metrics, per_class_recall
+from ..progress import log_line, progress_bar
+from ..runtimes import artifact_labels, check_options, default_runtime
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def absolute(model: str) -> str:
@@ -50,8 +50,6 @@ class Variant:
 
     def resolved(self) -> Variant:
         """The runtime filled in, a local model path made absolute (results stay usable from any directory)."""
-        from ..runtimes import default_runtime
-
         return replace(self, model=absolute(self.model), runtime=self.runtime or default_runtime(self.model))
 
     def label(self) -> str:
@@ -70,11 +68,17 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class BenchSettings:
-    split: str = "test"
+    # Answers are measured on every split listed; the first is the decision split (selection, budgets, and the
+    # texts timed), the others are held out and only reported.
+    splits: tuple[str, ...] = ("validation", "test")
     warmup: int = 20
-    latency_samples: int | None = 300  # None: every text of the split
+    latency_samples: int | None = 300  # None: every text of the decision split
     batch_sizes: tuple[int, ...] = (1, 8, 32)
-    throughput_samples: int = 256
+    throughput_min_s: float = 2.0  # each throughput repeat: until this long or that many texts, whichever first
+    throughput_min_texts: int = 1024
+    throughput_repeats: int = 3
+    accuracy_batch_size: int = 32  # the batched mode answers are also measured in
+    max_length: int | None = None  # None: each model's own
     cold_start_runs: int = 3
     order_seed: int = 0  # the fixed shuffled order of texts for latency and throughput
     settle_s: float = 1.0  # pause between variant processes
@@ -112,10 +116,11 @@ def _run_worker(spec: dict, title: str) -> dict:
     return result
 
 
-def cold_start(variant: Variant, text: str, runs: int) -> dict:
-    """Median wall time of fresh processes that import, load and answer one text, timed from outside."""
+def cold_start(variant: Variant, text: str, runs: int, max_length: int | None = None) -> dict:
+    """Median wall time of fresh processes that import, load and answer one text, timed from outside (at the
+    run's `max_length` unless the variant sets its own: OpenVINO compiles one model per length bucket)."""
     spec = json.dumps({"model": variant.model, "runtime": variant.runtime, "threads": variant.threads,
-                       "options": variant.options, "text": text})
+                       "options": variant.options, "text": text, "max_length": max_length})
     walls, inner = [], []
     for _ in range(runs):
         start = time.perf_counter()
@@ -129,34 +134,73 @@ def cold_start(variant: Variant, text: str, runs: int) -> dict:
     return {"median_s": round(statistics.median(walls), 3), "runs_s": [round(w, 3) for w in walls], **median}
 
 
+MODES = ("batch1", "batched")
+
+
 def _previous(out: Path | None, dataset_fingerprint: str, settings: BenchSettings) -> dict[str, dict]:
-    """Finished variants of an earlier run into the same `out` (for resuming), by name."""
+    """Finished variants of an earlier run into the same `out` (for resuming), by name; none from an older schema
+    (they were measured differently and are measured again)."""
     path = Path(out) / "results.json" if out else None
     if not path or not path.is_file():
         return {}
     old = json.loads(path.read_text())
+    if old.get("schema_version") != SCHEMA_VERSION:
+        return {}
     if old["dataset"]["fingerprint"] != dataset_fingerprint or old["settings"] != json.loads(
             json.dumps(asdict(settings))):
         raise SlimformerError(f"{path} was measured on other data or with other settings; cannot resume it")
     return {v["name"]: v for v in old["variants"]}
 
 
+def logits_paths(logits_dir: Path, name: str, splits: tuple[str, ...]) -> dict[str, dict[str, Path]]:
+    """Where a variant's logits are kept: one file per split and mode."""
+    return {split: {mode: Path(logits_dir) / f"{name}.{split}.{mode}.npy" for mode in MODES} for split in splits}
+
+
+def quality(logits: dict[str, dict[str, np.ndarray]], truth: dict[str, np.ndarray], labels: list[str]) -> dict:
+    """Per split: accuracy and macro-F1 in each mode, the worse mode's figures as the variant's own (the budget
+    holds whichever way it is served), per-class recall of that mode, and the batch-invariance figure."""
+    out = {}
+    for split, modes in logits.items():
+        per_mode = {m: classification_metrics(truth[split], modes[m].argmax(-1)) for m in MODES}
+        served = min(MODES, key=lambda m: per_mode[m]["accuracy"])  # a tie keeps batch 1
+        recall = per_class_recall(truth[split], modes[served].argmax(-1), len(labels))
+        out[split] = {**per_mode[served], "mode": served,
+                      **{m: {k: v for k, v in per_mode[m].items() if k != "n"} for m in MODES},
+                      "per_class_recall": dict(zip(labels, recall, strict=True)),
+                      "batch_invariance": batch_invariance(modes["batch1"], modes["batched"])}
+    return out
+
+
+def served_predictions(entry: dict, logits_dir: Path) -> dict[str, np.ndarray]:
+    """A measured variant's predicted label indices per split, in the mode its quality figures come from."""
+    paths = logits_paths(logits_dir, entry["name"], tuple(entry["quality"]))
+    return {split: np.load(paths[split][q["mode"]]).argmax(-1) for split, q in entry["quality"].items()}
+
+
+def truth_labels(dataset, splits: tuple[str, ...], label_map: list[int]) -> dict[str, np.ndarray]:
+    """The data's labels per split as the model's label indices."""
+    mapping = np.asarray(label_map)
+    return {s: mapping[dataset[s].labels] for s in splits}
+
+
 def run_benchmark(variants: list[Variant], data: DataSpec, settings: BenchSettings = BenchSettings(),
                   out: Path | None = None, resume: bool = False, keep_going: bool = False) -> dict:
     """Measure every variant; the first is the reference the others' agreement is measured against.
 
-    With `out`, `results.json` is rewritten atomically after each variant; logits and raw end-to-end
-    latencies are kept as .npy. With `resume`, variants already measured there (same name, model, runtime,
-    threads and options, arrays present) are taken over instead of measured again. With `keep_going`, a
+    With `out`, `results.json` is rewritten atomically after each variant; logits (per split and mode) and raw
+    end-to-end latencies are kept as .npy. With `resume`, variants already measured there (same name, model,
+    runtime, threads and options, arrays present) are taken over instead of measured again. With `keep_going`, a
     variant that fails to load or run is recorded under "failed" and the others are still measured.
     """
     if not variants:
         raise SlimformerError("nothing to benchmark: give at least one model")
-    variants = [v.resolved() for v in variants]
+    variants = [replace(v, options=check_options(v.runtime, v.options)) for v in (v.resolved() for v in variants)]
     dataset = load_dataset(data.source, data.text_column, data.label_column, data.split_column, data.seed)
-    split = dataset[settings.split]
-    if len(split) == 0:
-        raise SlimformerError(f"the {settings.split} split of {dataset.name} is empty")
+    for name in settings.splits:
+        if len(dataset[name]) == 0:
+            raise SlimformerError(f"the {name} split of {dataset.name} is empty")
+    decision = settings.splits[0]
     label_maps = [check_label_space(dataset.labels, artifact_labels(v.model), v.model) for v in variants]
     names = [v.label() for v in variants]
     if len(set(names)) != len(names):
@@ -167,56 +211,66 @@ def run_benchmark(variants: list[Variant], data: DataSpec, settings: BenchSettin
         "schema_version": SCHEMA_VERSION,
         "tool": f"slimformer {__version__}",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "dataset": dataset.summary() | {"split": settings.split, "n": len(split)},
+        "dataset": dataset.summary() | {"decision_split": decision, "held_out": list(settings.splits[1:]),
+                                        "n": {s: len(dataset[s]) for s in settings.splits}},
         "settings": asdict(settings),
         "machine": fingerprint(),
         "variants": [],
     }
     previous = _previous(out, dataset.fingerprint, settings) if resume else {}
-    reference_logits = None
+    reference = None
     for i, (variant, label_map) in enumerate(zip(variants, label_maps, strict=True)):
-        logits_path = logits_dir / f"{names[i]}.npy"
+        paths = logits_paths(logits_dir, names[i], settings.splits)
         latencies_path = logits_dir / f"{names[i]}.latency_ms.npy"
         ident = {"name": names[i], "model": str(variant.model), "runtime": variant.runtime,
                  "threads": variant.threads, "options": variant.options, "artifact": artifact_key(variant.model)}
         old = previous.get(names[i])
         same = old and all((absolute(old[k]) if k == "model" else old.get(k)) == v for k, v in ident.items())
-        if same and logits_path.is_file() and latencies_path.is_file():
-            logits = np.load(logits_path)
-            if i == 0:
-                reference_logits = logits
-            old["agreement"] = {"reference": names[0], **agreement(logits, reference_logits)} if i else None
-            results["variants"].append(old)
-            continue
-        time.sleep(settings.settle_s)  # the first too: the parent may just have built or written artifacts
-        spec = {"model": str(variant.model), "runtime": variant.runtime, "threads": variant.threads,
-                "options": variant.options, "label_map": label_map, "logits_path": str(logits_path),
-                "latencies_path": str(latencies_path), "data": asdict(data), "settings": asdict(settings)}
-        started = time.perf_counter()
-        try:
-            result = _run_worker(spec, f"[{i + 1}/{len(variants)}] {names[i]}")
-        except OutputError:
-            raise  # disk full: stop; what is in results.json stays
-        except (SlimformerError, RuntimeError) as e:
-            if not keep_going or i == 0:
-                raise
-            results.setdefault("failed", []).append({**ident, "error": str(e).strip().splitlines()[0]})
-            if out:
-                write_json(Path(out) / "results.json", results)
-            continue
-        logits = np.load(logits_path)
+        files = [p for modes in paths.values() for p in modes.values()] + [latencies_path]
+        if same and all(p.is_file() for p in files):
+            entry = old
+        else:
+            time.sleep(settings.settle_s)  # the first too: the parent may just have built or written artifacts
+            spec = {"model": str(variant.model), "runtime": variant.runtime, "threads": variant.threads,
+                    "options": variant.options, "latencies_path": str(latencies_path), "data": asdict(data),
+                    "logits_paths": {s: {m: str(p) for m, p in modes.items()} for s, modes in paths.items()},
+                    "settings": asdict(settings)}
+            started = time.perf_counter()
+            try:
+                result = _run_worker(spec, f"[{i + 1}/{len(variants)}] {names[i]}")
+            except OutputError:
+                raise  # disk full: stop; what is in results.json stays
+            except (SlimformerError, RuntimeError) as e:
+                if not keep_going or i == 0:
+                    raise
+                results.setdefault("failed", []).append({**ident, "error": str(e).strip().splitlines()[0]})
+                if out:
+                    write_json(Path(out) / "results.json", results)
+                continue
+            entry = {**ident, **result}
+            if settings.cold_start_runs:
+                with progress_bar(f"[{i + 1}/{len(variants)}] {names[i]}: cold start", settings.cold_start_runs):
+                    entry["cold_start"] = cold_start(variant, dataset[decision].texts[0], settings.cold_start_runs,
+                                                     settings.max_length)
+            entry["seconds"] = round(time.perf_counter() - started, 1)
+        logits = {s: {m: np.load(p) for m, p in modes.items()} for s, modes in paths.items()}
+        entry["quality"] = quality(logits, truth_labels(dataset, settings.splits, label_map),
+                                   artifact_labels(variant.model))
         if i == 0:
-            reference_logits = logits
-        entry = {**ident, **result}
-        if settings.cold_start_runs:
-            with progress_bar(f"[{i + 1}/{len(variants)}] {names[i]}: cold start", settings.cold_start_runs):
-                entry["cold_start"] = cold_start(variant, split.texts[0], settings.cold_start_runs)
-        entry["agreement"] = {"reference": names[0], **agreement(logits, reference_logits)} if i else None
-        entry["seconds"] = round(time.perf_counter() - started, 1)
+            reference = logits[decision]["batch1"]
+        entry["agreement"] = {"reference": names[0], "split": decision, "mode": "batch1",
+                              **agreement(logits[decision]["batch1"], reference)} if i else None
         results["variants"].append(entry)
+        log_line(_summary_line(i, len(variants), entry, decision))
         if out:
             write_json(Path(out) / "results.json", results)
     return results
+
+
+def _summary_line(i: int, total: int, entry: dict, decision: str) -> str:
+    q = entry["quality"][decision]
+    return (f"[{i + 1}/{total}] {entry['name']}: {decision} accuracy {100 * q['accuracy']:.2f}% "
+            f"({q['mode']}), p50 {entry['latency_ms']['end_to_end']['p50']:.3f} ms at batch 1")
 
 
 def remeasure(results: dict, pairs: list[tuple[str, str]], data: DataSpec, settings: BenchSettings,
@@ -233,7 +287,7 @@ def remeasure(results: dict, pairs: list[tuple[str, str]], data: DataSpec, setti
             for name in pair:
                 v = by_name[name]
                 variants.append(Variant(v["model"], v["runtime"], v["threads"], v["options"], name=f"{name}@{r}"))
-    again = run_benchmark(variants, data, replace(settings, cold_start_runs=0), out)
+    again = run_benchmark(variants, data, replace(settings, cold_start_runs=0, splits=settings.splits[:1]), out)
     p50 = {v["name"]: v["latency_ms"]["end_to_end"]["p50"] for v in again["variants"]}
     checks = []
     for base, cand in pairs:

@@ -10,8 +10,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..data import Split
-from ..metrics import classification_metrics
 from ..runtimes import Predictor
 from .stats import LatencyStats
 
@@ -22,15 +20,17 @@ def _quiet(stage: str, done: int, total: int) -> None:
     pass
 
 
-def accuracy(predictor: Predictor, split: Split, label_map: np.ndarray, batch_size: int = 32,
-             progress: Progress = _quiet) -> tuple[dict, np.ndarray]:
-    """Accuracy and macro-F1 over the whole split; `label_map` maps data label -> model label index."""
+def logits(predictor: Predictor, texts: list[str], batch_size: int, progress: Progress = _quiet,
+           stage: str = "accuracy") -> np.ndarray:
+    """Logits of every text, in order, in batches of `batch_size` padded to their longest text.
+
+    Batch 1 is the mode whose latency is reported; padded batches are what offline scoring and a dynamic-batching
+    server run. Both are kept: a variant whose answers move between them depends on its batch-mates."""
     parts = []
-    for i in range(0, len(split), batch_size):
-        parts.append(predictor.forward(predictor.tokenize(split.texts[i:i + batch_size])))
-        progress("accuracy", min(i + batch_size, len(split)), len(split))
-    logits = np.concatenate(parts)
-    return classification_metrics(label_map[split.labels], logits.argmax(-1)), logits
+    for i in range(0, len(texts), batch_size):
+        parts.append(predictor.forward(predictor.tokenize(texts[i:i + batch_size])))
+        progress(stage, min(i + batch_size, len(texts)), len(texts))
+    return np.concatenate(parts) if parts else np.zeros((0, len(predictor.labels)), np.float32)
 
 
 def latency(predictor: Predictor, texts: list[str], warmup: int,
@@ -59,14 +59,28 @@ def latency(predictor: Predictor, texts: list[str], warmup: int,
              "end_to_end": LatencyStats.from_seconds(e2e).to_dict()}, np.asarray(e2e) * 1e3)
 
 
-def throughput(predictor: Predictor, texts: list[str], batch_size: int, progress: Progress = _quiet) -> dict:
-    """Offline end-to-end throughput: texts/s over the texts in batches padded to their longest."""
+def throughput(predictor: Predictor, texts: list[str], batch_size: int, min_seconds: float = 2.0,
+               min_texts: int = 1024, repeats: int = 3, progress: Progress = _quiet) -> dict:
+    """Offline end-to-end throughput at one batch size: texts/s, `repeats` times, median and spread.
+
+    Each repeat scores batches of real texts (cycling through `texts` in order, each batch padded to its longest)
+    until `min_seconds` have passed or `min_texts` texts were scored, whichever comes first, after one untimed
+    batch. One short pass would make a number that does not repeat."""
     batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
     predictor.predict(batches[0])  # warm-up for this batch shape
-    start = time.perf_counter()
-    for i, batch in enumerate(batches):
-        predictor.predict(batch)
-        progress(f"throughput (batch {batch_size})", i + 1, len(batches))
-    seconds = time.perf_counter() - start
-    return {"batch_size": batch_size, "texts": len(texts), "seconds": round(seconds, 4),
-            "texts_per_s": round(len(texts) / seconds, 2)}
+    rates, clock, k = [], time.perf_counter, 0
+    for r in range(repeats):
+        done, start = 0, clock()
+        while True:
+            batch = batches[k % len(batches)]
+            predictor.predict(batch)
+            k += 1
+            done += len(batch)
+            seconds = clock() - start
+            if seconds >= min_seconds or done >= min_texts:
+                break
+        rates.append(done / seconds)
+        progress(f"throughput (batch {batch_size})", r + 1, repeats)
+    median = float(np.median(rates))
+    return {"batch_size": batch_size, "texts_per_s": round(median, 2), "runs": [round(x, 2) for x in rates],
+            "spread_pct": round(100 * (max(rates) - min(rates)) / median, 1), "texts_per_run": done}

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from .stats import LatencyStats
 
-HEADERS = ["variant", "threads", "acc %", "macro-F1", "e2e p50 (p90/p99) ms", "e2e mean±std ms", "model p50 ms",
-           "texts/s @1/8/32", "size MB", "peak RSS MB", "cold start s"]
+HEADERS = ["variant", "threads", "e2e p50 (p90/p99) ms", "e2e mean±std ms", "model p50 ms", "texts/s @1/8/32",
+           "size MB", "peak RSS MB", "cold start s", "batch-invariant"]
+
+
+def headers(results: dict) -> list[str]:
+    """The variant and threads, each split's accuracy and macro-F1 (decision split first), then the rest."""
+    splits = list(results["dataset"]["n"])
+    return HEADERS[:2] + [f"{s} {m}" for s in splits for m in ("acc %", "macro-F1")] + HEADERS[2:]
 
 
 def rows(results: dict) -> list[list[str]]:
@@ -14,12 +20,14 @@ def rows(results: dict) -> list[list[str]]:
         e2e = LatencyStats.from_dict(v["latency_ms"]["end_to_end"])
         model = LatencyStats.from_dict(v["latency_ms"]["model"])
         tput = "/".join(f"{t['texts_per_s']:.0f}" for t in v["throughput"])
+        quality = [x for q in v["quality"].values() for x in (f"{100 * q['accuracy']:.2f}", f"{q['macro_f1']:.4f}")]
+        flagged = [q["batch_invariance"] for q in v["quality"].values() if q["batch_invariance"]["flagged"]]
         out.append([
-            v["name"], str(v["threads"]), f"{100 * v['accuracy']:.2f}", f"{v['macro_f1']:.4f}", e2e.cell(),
-            f"{e2e.mean:.2f}±{e2e.std:.2f}", f"{model.p50:.2f}", tput,
-            f"{v['size_mb']:.1f}" if v.get("size_mb") is not None else "-",
+            v["name"], str(v["threads"]), *quality, e2e.cell(), f"{e2e.mean:.2f}±{e2e.std:.2f}", f"{model.p50:.2f}",
+            tput, f"{v['size_mb']:.1f}" if v.get("size_mb") is not None else "-",
             f"{v['memory']['peak_rss_mb']:.0f}",
             f"{v['cold_start']['median_s']:.2f}" if v.get("cold_start") else "-",
+            "no: " + f"{100 * max(f['label_change_rate'] for f in flagged):.1f}% labels change" if flagged else "yes",
         ])
     return out
 
@@ -34,13 +42,16 @@ def machine_line(results: dict) -> str:
 
 def data_line(results: dict) -> str:
     d, s = results["dataset"], results["settings"]
-    return (f"{d['name']} {d['split']} split, {d['n']} texts (fingerprint {d['fingerprint']}); latency over "
-            f"{s['latency_samples'] or 'all'} texts in a fixed shuffled order after {s['warmup']} warm-up calls, "
-            f"batch 1; throughput over {s['throughput_samples']} texts")
+    sizes = ", ".join(f"{split} {n}" for split, n in d["n"].items())
+    return (f"{d['name']} ({sizes} texts; fingerprint {d['fingerprint']}); accuracy = the worse of batch 1 and "
+            f"padded batches of {s['accuracy_batch_size']}; latency over {s['latency_samples'] or 'all'} "
+            f"{d['decision_split']} texts in a fixed shuffled order after {s['warmup']} warm-up calls, batch 1; "
+            f"throughput: median of {s['throughput_repeats']} runs per batch size, each until "
+            f"{s['throughput_min_s']:g} s or {s['throughput_min_texts']} texts")
 
 
 def to_markdown(results: dict) -> str:
-    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    lines = ["| " + " | ".join(headers(results)) + " |", "|" + "---|" * len(headers(results))]
     lines += ["| " + " | ".join(r) + " |" for r in rows(results)]
     return "\n".join([*lines, "", f"Machine: {machine_line(results)}", "", f"Data: {data_line(results)}", ""])
 
@@ -49,7 +60,7 @@ def to_rich(results: dict):
     from rich.table import Table
 
     table = Table(title="slimformer benchmark", caption=f"{machine_line(results)}\n{data_line(results)}")
-    for h in HEADERS:
+    for h in headers(results):
         table.add_column(h, justify="left" if h == "variant" else "right")
     for r in rows(results):
         table.add_row(*r)

@@ -37,32 +37,36 @@ def main(spec: dict, emit) -> None:
                 emit({"event": "progress", "stage": stage, "done": done, "total": total})
 
         data = spec["data"]
-        split = load_dataset(data["source"], data["text_column"], data["label_column"], data["split_column"],
-                             data["seed"])[settings["split"]]
+        dataset = load_dataset(data["source"], data["text_column"], data["label_column"], data["split_column"],
+                               data["seed"])
         rss_before = rss_mb()
         progress("loading", 0, 1)
         started = time.perf_counter()
-        predictor = load_predictor(spec["model"], spec["runtime"], spec["threads"], **spec["options"])
+        # the run's token limit, unless the variant sets its own
+        options = {**({"max_length": settings["max_length"]} if settings["max_length"] else {}), **spec["options"]}
+        predictor = load_predictor(spec["model"], spec["runtime"], spec["threads"], **options)
         load_s = time.perf_counter() - started
         progress("loading", 1, 1)
 
-        label_map = np.asarray(spec["label_map"])
-        quality, logits = scenarios.accuracy(predictor, split, label_map, progress=progress)
-        np.save(spec["logits_path"], logits)
+        # answers in both modes on every split: batch 1 (the latency mode) and padded batches (offline, serving)
+        for name in settings["splits"]:
+            texts = dataset[name].texts
+            for mode, size in (("batch1", 1), ("batched", settings["accuracy_batch_size"])):
+                np.save(spec["logits_paths"][name][mode],
+                        scenarios.logits(predictor, texts, size, progress, f"{name} answers ({mode})"))
 
-        order = np.random.default_rng(settings["order_seed"]).permutation(len(split))
-        shuffled = [split.texts[i] for i in order]
+        timing = dataset[settings["splits"][0]]  # the decision split's texts: nothing is timed on held-out texts
+        order = np.random.default_rng(settings["order_seed"]).permutation(len(timing))
+        shuffled = [timing.texts[i] for i in order]
         n_lat = settings["latency_samples"] or len(shuffled)
         latency, e2e_ms = scenarios.latency(predictor, shuffled[:n_lat], settings["warmup"], progress)
         np.save(spec["latencies_path"], e2e_ms.astype(np.float32))
-        throughput = [scenarios.throughput(predictor, shuffled[:settings["throughput_samples"]], bs, progress)
+        throughput = [scenarios.throughput(predictor, shuffled, bs, settings["throughput_min_s"],
+                                           settings["throughput_min_texts"], settings["throughput_repeats"], progress)
                       for bs in settings["batch_sizes"]]
         files = predictor.model_files()
         emit({"event": "result", "result": {
             "predictor": predictor.describe(),
-            "accuracy": quality["accuracy"],
-            "macro_f1": quality["macro_f1"],
-            "n": quality["n"],
             "latency_ms": latency,
             "throughput": throughput,
             "size_mb": round(sum(dir_size_mb(f) for f in files), 3) if files else None,

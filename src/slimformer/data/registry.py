@@ -71,7 +71,11 @@ def _load_packaged(spec: PackagedDataset, seed: int) -> Dataset:
     texts, labels = dedupe(*spec.parse(path))
     return build_dataset(spec.name, stratified_split(texts, labels, seed=seed),
                          source={"package": spec.asset.requirement, "file": spec.asset.member,
-                                 "sha256": spec.asset.sha256, "license": spec.license})
+                                 "sha256": spec.asset.sha256, "license": spec.license, "splits": _split_note(seed)})
+
+
+def _split_note(seed: int) -> str:
+    return f"a seeded (seed {seed}) stratified 80/10/10 train/validation/test split of the deduplicated texts"
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -111,9 +115,11 @@ def _rows_to_dataset(name: str, rows: list[dict], text_column: str, label_column
             return label_names[value]
         return str(value)
 
+    source = {}
     if split_column is None:
         texts, labels = dedupe([r[text_column] for r in rows], [label_of(r[label_column]) for r in rows])
         splits = stratified_split(texts, labels, seed=seed)
+        source["splits"] = _split_note(seed)
     else:
         grouped: dict[str, tuple[list[str], list[str]]] = {}
         for r in rows:
@@ -131,9 +137,11 @@ def _rows_to_dataset(name: str, rows: list[dict], text_column: str, label_column
         if "validation" not in splits:  # carve it from train, stratified
             carved = stratified_split(*splits["train"], fractions=(0.9, 0.1, 0.0), seed=seed)
             splits["train"], splits["validation"] = carved["train"], carved["validation"]
+            source["validation"] = (f"none given in column '{split_column}': carved from train (10%, stratified, "
+                                    f"seed {seed}); the test rows stay as given")
     if not any(t for t, _ in splits.values()):
         raise DataError(f"{name} has no non-empty texts in column '{text_column}'")
-    return build_dataset(name, splits, labels=_ordered(label_names, splits))
+    return build_dataset(name, splits, labels=_ordered(label_names, splits), source=source)
 
 
 def _ordered(label_names: list[str] | None, splits) -> list[str] | None:

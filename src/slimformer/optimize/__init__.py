@@ -5,9 +5,12 @@ Stages (each persisted the moment it finishes, so `--resume` after a crash or ki
   2. build every candidate recipe for this hardware (recipes.candidates) on the model and the student,
      each into RUN/variants/NAME (temp dir + rename: a half-built artifact is never taken as finished)
   3. benchmark every artifact at every thread count (results.json rewritten after each variant)
-  4. assess against the budget; INT8 variants that break the accuracy budget get a mixed-precision
-     fallback (sensitive nodes kept in float, decided on validation) which is benchmarked too
+  4. assess against the budget on the validation split; INT8 variants that break the accuracy budget get a
+     mixed-precision fallback (sensitive nodes kept in float, decided on validation) which is benchmarked too
   5. select the fastest variant inside the budget, the Pareto front, and write report.md/report.html
+
+Decide on validation, report on test: every choice above is made on the validation split; the test split is
+measured once per variant and reported beside it, held out.
 """
 
 from __future__ import annotations
@@ -15,13 +18,15 @@ from __future__ import annotations
 import functools
 import json
 import shutil
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from ..bench.runner import BenchSettings, DataSpec, Variant, run_benchmark
+from ..bench.runner import BenchSettings, DataSpec, Variant, run_benchmark, served_predictions
 from ..cache import is_complete, read_manifest, write_json
-from ..errors import OutputError, SlimformerError, first_line
-from ..progress import console, progress_bar
+from ..distill import DistillConfig
+from ..errors import MissingLibraryError, OutputError, SlimformerError, first_line
+from ..progress import console, log_line, progress_bar
 from .select import Budget, assess, miss_text, select
 
 BASELINE = "torch-fp32"
@@ -33,12 +38,14 @@ class OptimizeSettings:
     threads: tuple[int, ...] = (1, 2)
     distill: bool = False
     distill_trials: int = 1
+    distill_seeds: int = 1  # students trained from this many seeds; the best on validation is kept
+    distill_config: DistillConfig = field(default_factory=DistillConfig)  # its train.seed is replaced per seed
     student_layers: int | None = None
     include_slow: bool = False  # NF4 and ORT fp16 on a CPU: slower, shown only when asked
     only: tuple[str, ...] = ()  # candidate names to build (empty: all this hardware supports)
     calibration_size: int = 256
     bench: BenchSettings = field(default_factory=lambda: BenchSettings(
-        latency_samples=200, throughput_samples=128, cold_start_runs=0, settle_s=0.5))
+        latency_samples=200, cold_start_runs=0, settle_s=0.5))
     cold_start_runs: int = 3  # fresh processes timed for the baselines and the recommended variant
 
 
@@ -54,7 +61,7 @@ def _prepare(out: Path, recipe: dict, resume: bool) -> None:
             raise OutputError(f"nothing to resume in {out} (no run.json); run without --resume")
         previous = json.loads(run_file.read_text())["recipe"]
         for key, what in (("model_key", "model"), ("dataset_fingerprint", "dataset"), ("threads", "thread counts"),
-                          ("distill", "distillation settings")):
+                          ("max_length", "max length"), ("distill", "distillation settings")):
             if previous.get(key) != recipe[key]:
                 raise OutputError(f"{out} is a run of another {what} ({previous.get(key)} vs {recipe[key]}); "
                                   "use another --out to start a new run")
@@ -93,7 +100,10 @@ def _build_variants(sources: dict[str, str], candidates, out: Path, context) -> 
             elif not (is_complete(path) and read_manifest(path).get("key") == recipe_key(
                     source_key(source), recipe, context)):  # a finished build of today's recipe is kept
                 try:
+                    started = time.perf_counter()
                     build(sources[source], recipe, path, context, overwrite=True)
+                    log_line(f"  built {name} ({len(built) + len(failed) + 1}/{len(todo)}) in "
+                             f"{time.perf_counter() - started:.0f} s")
                 except OutputError:
                     raise  # disk full, unwritable: every later candidate would fail the same way
                 except SlimformerError as e:
@@ -114,9 +124,25 @@ def _variants(built: list[dict], threads: tuple[int, ...]) -> list[Variant]:
             for b in ordered]
 
 
+# what the job imports, from the PyTorch baseline to the report's charts: `pip install 'slimformer[optimize]'`
+NEEDS = ("torch", "transformers", "onnx", "onnxruntime", "matplotlib")
+
+
+def check_installed(modules: tuple[str, ...] = NEEDS, extra: str = "optimize") -> None:
+    """Refuse to start, in one line, a job that would stop part-way on a library the install does not have."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingLibraryError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed; "
+                                  f"this needs {'it' if len(missing) == 1 else 'them'}: pip install "
+                                  f"'slimformer[{extra}]'")
+
+
 def optimize(model: str, data: DataSpec, out: Path, settings: OptimizeSettings = OptimizeSettings(),
              resume: bool = False) -> dict:
     """Run the whole job into `out`; returns the selection (also in results.json and the report)."""
+    check_installed(NEEDS + (("optuna",) if settings.distill else ()))
     from .. import recipes
     from ..data import in_label_space, load_dataset
     from ..hardware import fingerprint
@@ -124,6 +150,7 @@ def optimize(model: str, data: DataSpec, out: Path, settings: OptimizeSettings =
     from ..techniques.base import content_key
 
     out = Path(out)
+    decision = settings.bench.splits[0]
     dataset = load_dataset(data.source, data.text_column, data.label_column, data.split_column, data.seed)
     artifact = open_artifact(model)
     if artifact.format != "hf":
@@ -133,18 +160,22 @@ def optimize(model: str, data: DataSpec, out: Path, settings: OptimizeSettings =
     dataset = in_label_space(dataset, artifact.labels, model)
     recipe = {"model": model, "model_key": content_key(artifact.path), "dataset": dataset.name,
               "dataset_fingerprint": dataset.fingerprint, "threads": list(settings.threads),
+              "max_length": settings.bench.max_length,
               "distill": {"enabled": settings.distill, "trials": settings.distill_trials,
-                          "student_layers": settings.student_layers}}
+                          "seeds": settings.distill_seeds, "student_layers": settings.student_layers,
+                          "config": asdict(settings.distill_config)}}
     _prepare(out, recipe, resume)
+    if note := dataset.source.get("validation"):
+        log_line(f"validation split: {note}")
+    longer = _truncation(model, dataset[decision].texts, settings.bench.max_length, decision)
     total = 5
     sources = {"teacher": model}
+    students = None
     if settings.distill:
-        from ..distill import StudentSpec, distill
-
-        _stage(1, total, f"distilling a student from {model} ({settings.distill_trials} trial(s))")
-        summary = distill(model, data, out / "distill", StudentSpec(layers=settings.student_layers),
-                          settings.distill_trials, bench=False)
-        sources["student"] = summary["model"]
+        _stage(1, total, f"distilling a student from {model} ({settings.distill_seeds} seed(s), "
+                         f"{settings.distill_trials} trial(s) each)")
+        students = _distill_seeds(model, data, out, settings)
+        sources["student"] = students["model"]
     else:
         _stage(1, total, "distillation skipped (pass --distill to add a smaller student)")
 
@@ -159,32 +190,85 @@ def optimize(model: str, data: DataSpec, out: Path, settings: OptimizeSettings =
                      f"{', '.join(c.name for c in chosen)}")
     context = context_from_dataset(dataset, settings.calibration_size)
     built, failed = _build_variants(sources, chosen, out, context)
+    if longer:  # what a longer token limit costs and gains, on the baseline itself
+        built.append({"name": f"teacher-{BASELINE}-len{longer}", "source": "teacher",
+                      "candidate": f"{BASELINE}-len{longer}", "recipe": "", "path": model, "runtime": "torch",
+                      "options": {"max_length": longer}, "why": f"the baseline with {longer} tokens per text "
+                      "instead of the truncating default: what a longer limit costs and gains"})
 
-    _stage(3, total, f"benchmarking {len(built)} artifacts at {', '.join(map(str, settings.threads))} thread(s)")
+    _stage(3, total, f"benchmarking {len(built)} artifacts at {', '.join(map(str, settings.threads))} thread(s) "
+                     f"({' and '.join(settings.bench.splits)} answers; decisions on {decision})")
     results = run_benchmark(_variants(built, settings.threads), data, settings.bench, out, resume=True,
-                                keep_going=True)
+                            keep_going=True)
     baseline = {t: f"teacher-{BASELINE}-t{t}" for t in settings.threads}
-    rows = assess(results["variants"], baseline, settings.budget)
+    rows = _assess(results, baseline, settings, dataset, out)
 
-    _stage(4, total, "checking the accuracy budget; mixed-precision fallback where INT8 breaks it")
+    _stage(4, total, f"checking the budget on {decision}; mixed-precision fallback where INT8 breaks it")
     fallbacks = _fall_back(rows, built, sources, dataset, context, settings, out)
     if fallbacks:
         built += [f["variant"] for f in fallbacks if f.get("variant")]
         results = run_benchmark(_variants(built, settings.threads), data, settings.bench, out, resume=True,
                                 keep_going=True)
-        rows = assess(results["variants"], baseline, settings.budget)
+        rows = _assess(results, baseline, settings, dataset, out)
 
     _stage(5, total, "selecting and writing the report")
-    selection = select(rows) | {"budget": asdict(settings.budget), "budget_text": settings.budget.describe(),
-                                "rows": rows, "built": built, "failed": failed,
+    selection = select(rows) | {"decision_split": decision, "budget": asdict(settings.budget),
+                                "budget_text": settings.budget.describe(), "rows": rows, "built": built,
+                                "failed": failed,
                                 "fallbacks": [{k: v for k, v in f.items() if k != "variant"} for f in fallbacks]}
     results["selection"] = selection
+    if students:
+        results["distill"] = {k: v for k, v in students.items() if k != "model"}
     _cold_starts(results, selection, settings, data)
     write_json(out / "results.json", results)
     from .report import write_report
 
     write_report(results, out)
     return selection
+
+
+def _truncation(model: str, texts: list[str], max_length: int | None, split: str) -> int | None:
+    """Say so when the token limit truncates the decision split's texts; return the longer limit to measure."""
+    from ..encoding import truncation_note
+
+    line, longer = truncation_note(model, texts, max_length, f"{split} texts")
+    if line:
+        log_line(f"note: {line}" + (f"; the baseline is measured at {longer} tokens too, to show what that costs "
+                                    "and gains" if longer else ""))
+    return longer if line else None
+
+
+def _assess(results: dict, baseline: dict[int, str], settings: OptimizeSettings, dataset, out: Path) -> list[dict]:
+    """The budget checked on every measured variant (decision split first), from the answers kept on disk."""
+    splits = settings.bench.splits
+    truth = {s: dataset[s].labels for s in splits}  # already the model's label indices (in_label_space)
+    predictions = {v["name"]: served_predictions(v, out / "logits") for v in results["variants"]}
+    return assess(results["variants"], baseline, settings.budget, truth, predictions, splits[0])
+
+
+def _distill_seeds(model: str, data: DataSpec, out: Path, settings: OptimizeSettings) -> dict:
+    """Students distilled from `distill_seeds` seeds (42, 43, ...); the best on validation is kept. Every seed's
+    validation and held-out test accuracy (FP32) is recorded, so a lucky seed is visible."""
+    from ..distill import StudentSpec, distill
+
+    base = settings.distill_config
+    seeds = []
+    for seed in range(42, 42 + settings.distill_seeds):
+        config = replace(base, train=replace(base.train, seed=seed))
+        summary = distill(model, data, out / "distill" / f"seed-{seed}", StudentSpec(layers=settings.student_layers),
+                          settings.distill_trials, config=config, bench=False)
+        m, t = summary["metrics"], summary["teacher_metrics"]
+        seeds.append({"seed": seed, "model": str(Path(summary["model"]).resolve()),
+                      "validation_accuracy": m["validation"]["accuracy"], "test_accuracy": m["test"]["accuracy"],
+                      "teacher_validation_accuracy": t["validation"]["accuracy"],
+                      "teacher_test_accuracy": t["test"]["accuracy"]})
+        log_line(f"student seed {seed}: validation {100 * m['validation']['accuracy']:.2f}% (teacher "
+                 f"{100 * t['validation']['accuracy']:.2f}%), held-out test {100 * m['test']['accuracy']:.2f}% "
+                 f"(teacher {100 * t['test']['accuracy']:.2f}%), FP32")
+    best = max(seeds, key=lambda s: s["validation_accuracy"])  # the first seed wins a tie
+    if len(seeds) > 1:
+        log_line(f"kept the student of seed {best['seed']} (best on validation)")
+    return {"model": best["model"], "seeds": seeds, "chosen_seed": best["seed"]}
 
 
 def _cold_starts(results: dict, selection: dict, settings: OptimizeSettings, data: DataSpec) -> None:
@@ -197,20 +281,21 @@ def _cold_starts(results: dict, selection: dict, settings: OptimizeSettings, dat
     if not settings.cold_start_runs or not todo:
         return
     text = load_dataset(data.source, data.text_column, data.label_column, data.split_column,
-                        data.seed)[settings.bench.split].texts[0]
+                        data.seed)[settings.bench.splits[0]].texts[0]
     with progress_bar("cold start", len(todo)) as update:
         for v in todo:
             variant = Variant(v["model"], v["runtime"], v["threads"], v["options"], v["name"])
-            v["cold_start"] = cold_start(variant, text, settings.cold_start_runs)
+            v["cold_start"] = cold_start(variant, text, settings.cold_start_runs, settings.bench.max_length)
             update()
 
 
 def needs_fallback(row: dict, source_fp32: dict | None) -> bool:
     """Mixed precision can only win back what quantization lost: the variant must miss the budget on accuracy
     alone, and the FP32 form of its own model (e.g. the student) must be inside the accuracy budget."""
-    if row["within"] or [m["what"] for m in row["misses"]] != ["accuracy"]:
+    quality = {"accuracy", "class"}
+    if row["within"] or not {m["what"] for m in row["misses"]} <= quality:
         return False
-    return source_fp32 is not None and not any(m["what"] == "accuracy" for m in source_fp32["misses"])
+    return source_fp32 is not None and not any(m["what"] in quality for m in source_fp32["misses"])
 
 
 def _fall_back(rows, built, sources, dataset, context, settings, out) -> list[dict]:
@@ -243,7 +328,7 @@ def _fall_back(rows, built, sources, dataset, context, settings, out) -> list[di
             with progress_bar(f"sensitivity of {b['name']}", None) as update:
                 report = mixed_precision(float_artifact, steps[-1], context, dataset["validation"],
                                          baseline["accuracy"], settings.budget.max_accuracy_drop, target, update)
-            report |= {"from": b["name"], "test_drop_points": row["drop_points"]}
+            report |= {"from": b["name"], "decision_drop_points": row["drop_points"]}
             write_json(record_path, report)
         console.print(f"  {b['name']}: {report['nodes']} quantizable nodes; kept {len(report['excluded'])} in float "
                       f"({', '.join(report['excluded'][:4])}{'…' if len(report['excluded']) > 4 else ''}); "

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..cache import write_text
-from .select import miss_text
+from .select import drop_text, miss_text
 
 
 def _svg(fig) -> str:
@@ -61,7 +61,7 @@ def bubble_chart(rows: list[dict], selection: dict) -> str:
             ax.scatter([r["latency_ms"]], [100 * r["accuracy"]], marker="o", s=90, facecolors="none",
                        edgecolors="red", linewidths=2, zorder=3)
     ax.set_xscale("log")
-    ax.set(xlabel="end-to-end latency p50 at batch 1 (ms, log scale)", ylabel="accuracy (%)",
+    ax.set(xlabel="end-to-end latency p50 at batch 1 (ms, log scale)", ylabel="validation accuracy (%)",
            title="Accuracy vs latency (bubble area = size on disk; * = baseline; o = recommended)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="lower right", markerscale=0.4)
@@ -82,7 +82,8 @@ def latency_chart(results: dict, out: Path) -> str:
     ax.boxplot([data[i] for i in order], vert=False, whis=(5, 95), showfliers=False)
     ax.set_yticks(range(1, len(names) + 1), [names[i] for i in order], fontsize=7)
     ax.set_xscale("log")
-    ax.set(xlabel="end-to-end latency at batch 1 (ms, log scale)", title="Latency distributions (real test texts)")
+    ax.set(xlabel="end-to-end latency at batch 1 (ms, log scale)",
+           title="Latency distributions (real validation texts)")
     ax.grid(alpha=0.3, axis="x", which="both")
     return _svg(fig)
 
@@ -95,8 +96,10 @@ def throughput_chart(results: dict) -> str:
     for ax, t in zip(axes[0], threads, strict=True):
         for v in (v for v in results["variants"] if v["threads"] == t):
             points = v["throughput"]
-            ax.plot([p["batch_size"] for p in points], [p["texts_per_s"] for p in points], marker="o", lw=1,
-                    label=v["name"].removesuffix(f"-t{t}"))
+            median = np.array([p["texts_per_s"] for p in points])
+            spread = np.array([[median[i] - min(p["runs"]), max(p["runs"]) - median[i]] for i, p in enumerate(points)])
+            ax.errorbar([p["batch_size"] for p in points], median, yerr=spread.T, marker="o", lw=1, capsize=2,
+                        label=v["name"].removesuffix(f"-t{t}"))
         ax.set_xscale("log", base=2)
         ax.set(xlabel="batch size", ylabel="texts / s", title=f"Throughput, {t} thread{'s' if t > 1 else ''}")
         ax.grid(alpha=0.3)
@@ -104,45 +107,78 @@ def throughput_chart(results: dict) -> str:
     return _svg(fig)
 
 
-COLUMNS = ["variant", "runtime", "threads", "accuracy %", "Δ points", "macro-F1", "p50 ms", "p90 ms", "p99 ms",
-           "mean ± std ms", "speed-up", "texts/s (batch 1/8/32)", "size MB", "peak RSS MB", "cold start s",
-           "budget", "Pareto"]
+COLUMNS = ["variant", "runtime", "threads", "val acc %", "val Δ pts (95% CI)", "McNemar p", "worst label Δ",
+           "test acc % (held out)", "test Δ pts (95% CI)", "p50 ms", "p90 ms", "p99 ms", "speed-up",
+           "texts/s (batch 1/8/32)", "size MB", "peak RSS MB", "cold start s", "batch-invariant", "budget", "Pareto"]
 
 
 def table_rows(results: dict) -> list[list[str]]:
     sel = results["selection"]
     by_name = {r["name"]: r for r in sel["rows"]}
+    decision = sel["decision_split"]
+    held = results["dataset"]["held_out"][:1]
     out = []
     for v in sorted(results["variants"], key=lambda v: by_name[v["name"]]["latency_ms"]):
         r, e2e = by_name[v["name"]], v["latency_ms"]["end_to_end"]
+        d = r["splits"][decision]
+        t = r["splits"][held[0]] if held else None
         tput = "/".join(f"{p['texts_per_s']:.0f}" for p in v["throughput"])
         opts = "".join(f" {k}={x}" for k, x in v["options"].items())
-        out.append([v["name"], v["runtime"] + opts, str(v["threads"]), f"{100 * v['accuracy']:.2f}",
-                    f"{-r['drop_points']:+.2f}", f"{v['macro_f1']:.4f}", f"{e2e['p50']:.3f}", f"{e2e['p90']:.3f}",
-                    f"{e2e['p99']:.3f}", f"{e2e['mean']:.3f} ± {e2e['std']:.3f}", f"{r['speedup']:.2f}x", tput,
+        worst = d["worst_class"]
+        inv = [s["batch_invariance"] for s in r["splits"].values()]
+        out.append([v["name"], v["runtime"] + opts, str(v["threads"]), f"{100 * d['accuracy']:.2f}",
+                    drop_text(d, short=True),
+                    f"{d['mcnemar_p']:.3g}", f"{-worst['drop_points']:+.1f} {worst['label']}" if worst else "-",
+                    f"{100 * t['accuracy']:.2f}" if t else "-", drop_text(t, short=True) if t else "-",
+                    f"{e2e['p50']:.3f}", f"{e2e['p90']:.3f}", f"{e2e['p99']:.3f}", f"{r['speedup']:.2f}x", tput,
                     f"{v['size_mb']:.1f}" if v.get("size_mb") else "-", f"{v['memory']['peak_rss_mb']:.0f}",
                     f"{v['cold_start']['median_s']:.2f}" if v.get("cold_start") else "-",
+                    "no: " + invariance_text(inv) if r["batch_dependent"] else "yes",
                     "within" if r["within"] else "misses " + ", ".join(m["what"] for m in r["misses"]),
                     "yes" if r["name"] in sel["pareto"] else ""])
     return out
+
+
+def invariance_text(figures: list[dict]) -> str:
+    changed = max(f["label_change_rate"] for f in figures)
+    diff = max(f["max_abs_logit_diff"] for f in figures)
+    return f"{100 * changed:.1f}% labels change, max Δlogit {diff:.2g}"
+
+
+def quality_text(row: dict, decision: str, held_out: list[str]) -> str:
+    """Accuracy on the decision split (with interval and McNemar) and on each held-out split, labelled."""
+    d = row["splits"][decision]
+    parts = [f"{decision} accuracy {100 * d['accuracy']:.2f}% ({drop_text(d)}; McNemar p={d['mcnemar_p']:.2g}; "
+             "decided on)"]
+    for split in held_out:
+        t = row["splits"].get(split)
+        if t:
+            parts.append(f"held-out {split} accuracy {100 * t['accuracy']:.2f}% ({drop_text(t)}; McNemar "
+                         f"p={t['mcnemar_p']:.2g}; n={t['n']})")
+    return "; ".join(parts)
 
 
 def recommendation(results: dict, run: Path) -> tuple[str, list[str]]:
     """The decision in plain words, and the exact commands to deploy it."""
     sel = results["selection"]
     by_name = {r["name"]: r for r in sel["rows"]}
+    decision, held = sel["decision_split"], results["dataset"]["held_out"]
     if sel["recommended"]:
         r = by_name[sel["recommended"]]
         text = (f"Recommended: {r['name']} — end-to-end p50 {r['latency_ms']:.3f} ms at batch 1, "
-                f"{r['speedup']:.2f}x faster than {r['baseline']} ({by_name[r['baseline']]['latency_ms']:.3f} ms), "
-                f"accuracy {100 * r['accuracy']:.2f}% ({-r['drop_points']:+.2f} points), "
-                f"{r['size_mb']:.1f} MB on disk. It is the fastest of the {sum(x['within'] for x in sel['rows'])} "
-                f"variants inside the budget ({sel['budget_text']}).")
+                f"{r['speedup']:.2f}x faster than {r['baseline']} ({by_name[r['baseline']]['latency_ms']:.3f} ms); "
+                f"{quality_text(r, decision, held)}; {r['size_mb']:.1f} MB on disk. It is the fastest of the "
+                f"{sum(x['within'] for x in sel['rows'])} variants inside the budget ({sel['budget_text']}, checked "
+                f"on {decision}).")
+        if r["batch_dependent"]:
+            text += (" Its answers depend on their batch-mates (" + invariance_text(
+                [s["batch_invariance"] for s in r["splits"].values()]) + "); the budget used its worse mode.")
         name = r["name"]
     else:
         c = sel["closest"]
-        text = (f"No variant meets the budget ({sel['budget_text']}). Closest: {c['name']}, which misses it: "
-                f"{miss_text(c['misses'])}. Loosen the budget, or deploy the closest with care.")
+        text = (f"No variant meets the budget ({sel['budget_text']}, checked on {decision}). Closest: {c['name']}, "
+                f"which misses it: {miss_text(c['misses'])}; {quality_text(by_name[c['name']], decision, held)}. "
+                "Loosen the budget, or deploy the closest with care.")
         name = c["name"]
     bundle = run / "bundle"
     commands = [f"slimformer export {run} --variant {name} --out {bundle}",
@@ -156,12 +192,24 @@ def _fallback_lines(sel: dict) -> list[str]:
     lines = []
     for f in sel["fallbacks"]:
         tried = ", ".join(f"{t['kept_in_float']} in float: {t['drop_points']:+.2f}" for t in f["tried"])
-        lines.append(f"{f['from']} lost {f['test_drop_points']:.2f} points: of {f['nodes']} quantizable nodes, "
-                     f"kept {len(f['excluded'])} in float ({', '.join(f['excluded'][:6])}"
-                     f"{'…' if len(f['excluded']) > 6 else ''}); validation drop by nodes kept in float: {tried}; "
-                     f"{'within' if f['within'] else 'still outside'} the budget. Its measured cost is the "
-                     f"{f['from']}-mixed rows of the table.")
+        lines.append(f"{f['from']} lost {f['decision_drop_points']:.2f} points on {sel['decision_split']}: of "
+                     f"{f['nodes']} quantizable nodes, kept {len(f['excluded'])} in float "
+                     f"({', '.join(f['excluded'][:6])}{'…' if len(f['excluded']) > 6 else ''}); validation drop by "
+                     f"nodes kept in float: {tried}; {'within' if f['within'] else 'still outside'} the budget. Its "
+                     f"measured cost is the {f['from']}-mixed rows of the table.")
     return lines
+
+
+def _distill_lines(results: dict) -> list[str]:
+    d = results.get("distill")
+    if not d:
+        return []
+    seeds = "; ".join(f"seed {s['seed']}: validation {100 * s['validation_accuracy']:.2f}%, held-out test "
+                      f"{100 * s['test_accuracy']:.2f}%" for s in d["seeds"])
+    t = d["seeds"][0]
+    return [f"Students distilled (FP32, PyTorch): {seeds}; teacher validation "
+            f"{100 * t['teacher_validation_accuracy']:.2f}%, test {100 * t['teacher_test_accuracy']:.2f}%. Kept seed "
+            f"{d['chosen_seed']}, the best on validation."]
 
 
 def _machine_line(results: dict) -> str:
@@ -179,13 +227,25 @@ def write_report(results: dict, out: Path) -> None:
         write_text(out / "charts" / f"{name}.svg", svg)
     text, commands = recommendation(results, out)
     ds = results["dataset"]
-    notes = _fallback_lines(sel) + [f"build failed: {f['name']} ({f['recipe']}): {f['error']}" for f in sel["failed"]]
+    notes = _distill_lines(results) + _fallback_lines(sel)
+    source = ds.get("source", {})
+    notes += [f"validation split: {source['validation']}"] if "validation" in source else []
+    notes += [f"build failed: {f['name']} ({f['recipe']}): {f['error']}" for f in sel["failed"]]
     notes += [f"benchmark failed: {f['name']}: {f['error']}" for f in results.get("failed", [])]
     settings = results["settings"]
-    method = (f"Each variant ran in its own process with its threads fixed; batch-1 latency over "
-              f"{settings['latency_samples'] or 'all'} real {ds['split']} texts after {settings['warmup']} warm-up "
-              f"calls; accuracy on all {ds['n']} {ds['split']} texts of {ds['name']} (fingerprint "
-              f"{ds['fingerprint']}); speed-up against PyTorch FP32 of the same model at the same thread count.")
+    decision, held = sel["decision_split"], ds["held_out"]
+    method = (f"Decided on {decision}, reported on {', '.join(held) or 'nothing else'}: the budget, the recommendation "
+              f"and the Pareto front use the {decision} split ({ds['n'][decision]} texts); "
+              + "".join(f"the {s} split ({ds['n'][s]} texts) is held out and only reported; " for s in held)
+              + f"Δ is the accuracy change against PyTorch FP32 of the same model at the same thread count, with a "
+              f"paired bootstrap 95% interval and McNemar's exact test on the texts that flip. Each variant's accuracy "
+              f"is the worse of batch 1 and padded batches of {settings['accuracy_batch_size']}; a variant whose "
+              f"answers move between the two is marked not batch-invariant. Each variant ran in its own process with "
+              f"its threads fixed; batch-1 latency over {settings['latency_samples'] or 'all'} real {decision} texts "
+              f"after {settings['warmup']} warm-up calls; throughput per batch size {settings['throughput_repeats']} "
+              f"times, each until {settings['throughput_min_s']:g} s or {settings['throughput_min_texts']} texts, "
+              f"median shown. Data: {ds['name']} (fingerprint {ds['fingerprint']})"
+              + (f"; splits: {source['splits']}." if "splits" in source else "."))
     rows = table_rows(results)
 
     md = [f"# slimformer optimize — {ds['name']}", "", f"**{text}**", "", "Deploy it:", "", "```sh", *commands, "```",

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError, first_line
-from .base import Predictor, artifact_for, option_flag
+from .base import Predictor, artifact_for
+from .options import runtime_options
 
 LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
           "all": "ORT_ENABLE_ALL"}
@@ -28,7 +29,7 @@ def graph_level(artifact) -> str:
 
 
 def open_session(model: Path, threads: int | None = 1, level: str = "all", device: str = "cpu",
-                 fuse_skip_layer_norm: bool | str | None = None, save_optimized: Path | None = None):
+                 fuse_skip_layer_norm: bool | None = None, save_optimized: Path | None = None):
     """(session, disabled optimizers) for one ONNX file: sequential, `threads` intra-op threads, one inter-op.
 
     `save_optimized` writes the graph as the session runs it (what the tests inspect)."""
@@ -49,7 +50,7 @@ def open_session(model: Path, threads: int | None = 1, level: str = "all", devic
             raise ModelError("device cuda asked for, but this onnxruntime has no CUDAExecutionProvider")
         providers.insert(0, "CUDAExecutionProvider")
     # the CUDA kernel is fast; the CPU one is not
-    fuse_skip_layer_norm = device == "cuda" if fuse_skip_layer_norm is None else option_flag(fuse_skip_layer_norm)
+    fuse_skip_layer_norm = device == "cuda" if fuse_skip_layer_norm is None else fuse_skip_layer_norm
     disabled = [] if fuse_skip_layer_norm else ["SkipLayerNormFusion"]
     try:
         session = ort.InferenceSession(str(model), options, providers=providers, disabled_optimizers=disabled)
@@ -62,15 +63,17 @@ class OrtPredictor(Predictor):
     runtime = "onnxruntime"
 
     @classmethod
-    def load(cls, path: str, threads: int | None = 1, graph_optimization_level: str | None = None,
-             device: str = "cpu", fuse_skip_layer_norm: bool | str | None = None, **_: Any) -> OrtPredictor:
-        artifact = artifact_for(path, ("onnx",), cls.runtime)
-        level = graph_optimization_level or graph_level(artifact)
-        session, disabled = open_session(artifact.path / "model.onnx", threads, level, device, fuse_skip_layer_norm)
-        predictor = cls(artifact.tokenizer(), artifact.labels, artifact.max_length or 128, threads)
+    def load(cls, path: str, threads: int | None = 1, max_length: int | None = None, **options: Any) -> OrtPredictor:
+        opts = runtime_options(cls.runtime, {"max_length": max_length, **options})
+        artifact, max_length = artifact_for(path, ("onnx",), cls.runtime, opts.max_length)
+        level = opts.graph_optimization_level or graph_level(artifact)
+        session, disabled = open_session(artifact.path / "model.onnx", threads, level, opts.device,
+                                         opts.fuse_skip_layer_norm)
+        predictor = cls(artifact.encoder(max_length), artifact.labels, max_length, threads)
         predictor.session, predictor.artifact, predictor.level = session, artifact, level
         predictor.disabled_optimizers = disabled
         predictor.input_names = [i.name for i in session.get_inputs()]
+        predictor.check_inputs(predictor.input_names)
         return predictor
 
     def forward(self, encoded: dict[str, np.ndarray]) -> np.ndarray:

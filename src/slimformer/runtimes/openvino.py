@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelError, SlimformerError
-from .base import Predictor, artifact_for, option_flag
+from ..errors import ModelError
+from .base import Predictor, artifact_for
+from .options import runtime_options
 
-PRECISIONS = ("f32", "bf16", "f16")
 SMALLEST_BUCKET = 16
 PAD_VALUES = {"input_ids": "pad_token_id", "attention_mask": None, "token_type_ids": "pad_token_type_id"}
 
@@ -45,19 +45,20 @@ class OpenVinoPredictor(Predictor):
     runtime = "openvino"
 
     @classmethod
-    def load(cls, path: str, threads: int | None = 1, precision: str = "f32", hint: str = "latency",
-             device: str = "CPU", static_shapes: bool | str | None = None, **_: Any) -> OpenVinoPredictor:
+    def load(cls, path: str, threads: int | None = 1, max_length: int | None = None,
+             **options: Any) -> OpenVinoPredictor:
         import openvino as ov
 
-        if precision not in PRECISIONS:
-            raise SlimformerError(f"openvino precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
-        artifact = artifact_for(path, ("onnx", "openvino"), cls.runtime)
+        opts = runtime_options(cls.runtime, {"max_length": max_length, **options})
+        artifact, max_length = artifact_for(path, ("onnx", "openvino"), cls.runtime, opts.max_length)
+        device = opts.device
         if any(step["technique"] == "ort-optimize" and step["stats"].get("fusion")
                for step in artifact.manifest.get("steps", [])):
             raise ModelError(f"openvino cannot run {path}: ort-optimize fused it into ONNX Runtime-only operators "
                              "(com.microsoft domain); build the openvino variant without ort-optimize")
         model_path = artifact.path / ("model.xml" if artifact.format == "openvino" else "model.onnx")
-        config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": hint.upper(), "NUM_STREAMS": "1"}
+        config = {"INFERENCE_PRECISION_HINT": opts.precision, "PERFORMANCE_HINT": opts.hint.upper(),
+                  "NUM_STREAMS": "1"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = str(threads)
         core = ov.Core()
@@ -66,15 +67,16 @@ class OpenVinoPredictor(Predictor):
             compiled = core.compile_model(model, device, config)
         except Exception as e:
             raise ModelError(f"cannot load {model_path} in openvino: {_ov_error(e)}") from None
-        predictor = cls(artifact.tokenizer(), artifact.labels, artifact.max_length or 128, threads)
-        predictor.compiled, predictor.artifact, predictor.precision = compiled, artifact, precision
+        predictor = cls(artifact.encoder(max_length), artifact.labels, max_length, threads)
+        predictor.compiled, predictor.artifact, predictor.precision = compiled, artifact, opts.precision
         predictor.request = compiled.create_infer_request()
         predictor.input_names = [i.get_any_name() for i in compiled.inputs]
+        predictor.check_inputs(predictor.input_names)
         predictor.static = {}  # bucket length -> infer request of the model compiled for [1, length]
         predictor.static_error = None
-        wanted = device.upper() == "CPU" if static_shapes is None else option_flag(static_shapes)
+        wanted = device == "CPU" if opts.static_shapes is None else opts.static_shapes
         paddable = "attention_mask" in predictor.input_names and set(predictor.input_names) <= set(PAD_VALUES)
-        if wanted and paddable and predictor.tokenizer.pad_token_id is not None:
+        if wanted and paddable and predictor.encoder.pad_token_id is not None:
             for length in length_buckets(predictor.max_length):
                 try:
                     fixed = model.clone()
@@ -88,7 +90,7 @@ class OpenVinoPredictor(Predictor):
     def _pad(self, encoded: dict[str, np.ndarray], length: int) -> dict[str, np.ndarray]:
         """Pad a batch of one to `length` on the tokenizer's padding side: pad ids, mask 0, type ids as padding."""
         missing = length - encoded["input_ids"].shape[1]
-        tok = self.tokenizer
+        tok = self.encoder
         width = ((0, 0), (missing, 0) if tok.padding_side == "left" else (0, missing))
         return {name: np.pad(encoded[name].astype(np.int64, copy=False), width,
                              constant_values=getattr(tok, PAD_VALUES[name]) if PAD_VALUES[name] else 0)

@@ -16,8 +16,9 @@ import typing
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..artifacts import DEFAULT_RUNTIME
 from ..cache import atomic_dir, cache_dir, copy_tree, is_complete, write_json
-from ..errors import DiskFullError, SlimformerError, disk_full, first_line
+from ..errors import DiskFullError, SlimformerError, disk_full, first_line, missing_library
 from ..metrics import agreement
 from . import cls_only, onnx_export, openvino_int8, ort_optimize, quantize_onnx, torch_precision  # noqa: F401  (registers)
 from .base import (
@@ -32,7 +33,6 @@ from .base import (
     step_key,
 )
 
-DEFAULT_RUNTIME = {"hf": "torch", "torch-int8": "torch", "onnx": "onnxruntime", "openvino": "openvino"}
 CHECK_TEXTS = 64
 
 
@@ -127,6 +127,8 @@ def apply_step(source: Artifact, config: TechniqueConfig, context: BuildContext)
         except Exception as e:  # a quantizer or converter failure: name the step and the cause
             if full := disk_full(e):
                 raise DiskFullError(full, target) from None
+            if missing := missing_library(e):  # a light install: name the extra to install
+                raise BuildError(f"{config.name}: {missing}") from None
             raise BuildError(f"{config.name} failed: {first_line(e)}") from e
         step = {**config.to_dict(), "changes_weights": config.changes_weights, "stats": stats,
                 "seconds": round(time.perf_counter() - started, 2)}
@@ -159,8 +161,8 @@ def build(model: str | Path, recipe: list[TechniqueConfig], out: Path | None = N
 
 def recipe_key(source_key: str, recipe: list[TechniqueConfig], context: BuildContext) -> str:
     """The cache key `build` gives the final artifact of `recipe` applied to the model whose key is `source_key`,
-    without building: a built artifact whose manifest holds another key was made by another recipe, slimformer
-    version or calibration set."""
+    without building (step_key, step after step): a built artifact whose manifest holds another key was made by
+    another recipe, slimformer version, library version, check setting or calibration set."""
     key = source_key
     for config in recipe:
         key = step_key(Artifact(Path(), {"key": key}), config, context)

@@ -32,6 +32,7 @@ POSITION_WISE = {"Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Erf", "Tanh", "Relu
 class ClsOnlyConfig(TechniqueConfig):
     changes_weights = False
     name = "cls-only"
+    libraries = ("onnx",)
     tolerance: float = 1e-4  # max abs logit difference to the input model on the check texts
 
     def check_result(self, check: dict) -> None:

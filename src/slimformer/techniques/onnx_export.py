@@ -24,6 +24,7 @@ class OnnxExportConfig(TechniqueConfig):
     name = "onnx"
     inputs = ("hf",)
     output = "onnx"
+    libraries = ("torch", "transformers", "onnx")
     opset: int = 17
     tolerance: float = 1e-4  # max abs logit difference to PyTorch on the check texts
 

@@ -21,6 +21,7 @@ PRESETS = ("performance", "mixed")
 @dataclass(frozen=True)
 class OpenVinoInt8Config(TechniqueConfig):
     name = "ov-int8"
+    libraries = ("openvino", "nncf", "tokenizers")  # tokenizers: the calibration inputs
     output = "openvino"
     uses_calibration = True
     preset: str = "performance"  # symmetric activations; "mixed" makes them asymmetric
@@ -43,7 +44,7 @@ def quantize_openvino(config: OpenVinoInt8Config, source: Artifact, out: Path, c
                          "are needed (pass --calib-data with a training split)")
     model = ov.Core().read_model(str(onnx_path(source)))
     names = [i.get_any_name() for i in model.inputs]
-    reader = TextCalibrationReader(source.tokenizer(), texts, names, source.max_length or 128)
+    reader = TextCalibrationReader(source, texts, names)
     samples = list(iter(reader.get_next, None))
     with contextlib.redirect_stdout(io.StringIO()):  # NNCF's own progress bars; slimformer shows its own
         quantized = nncf.quantize(model, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER,

@@ -26,6 +26,7 @@ LEVELS = ("disabled", "basic", "extended", "all")
 class OrtOptimizeConfig(TechniqueConfig):
     changes_weights = False
     name = "ort-optimize"
+    libraries = ("onnxruntime", "onnx")
     revision = 2  # SkipLayerNormalization and BiasGelu no longer fused by default
     level: str = "all"
     fusion: bool = True

@@ -24,6 +24,7 @@ MIN_CALIBRATION_TEXTS = 8
 @dataclass(frozen=True)
 class DynamicQuantConfig(TechniqueConfig):
     name = "int8-dynamic"
+    libraries = ("onnxruntime", "onnx")
     revision = 2  # Gemm nodes honoured in exclude/only
     weight_type: str = "int8"  # QInt8; uint8 is slower on VNNI CPUs
     per_channel: bool = False
@@ -35,6 +36,7 @@ class DynamicQuantConfig(TechniqueConfig):
 @dataclass(frozen=True)
 class StaticQuantConfig(TechniqueConfig):
     name = "int8-static"
+    libraries = ("onnxruntime", "onnx", "tokenizers")  # tokenizers: the calibration inputs
     revision = 2
     uses_calibration = True
     method: str = "minmax"
@@ -94,12 +96,15 @@ def quantize_dynamic(config: DynamicQuantConfig, source: Artifact, out: Path, co
 
 
 class TextCalibrationReader:
-    """Feeds real tokenized texts, one at a time (no padding in the ranges), to ORT's calibrator."""
+    """Feeds real tokenized texts, one at a time (no padding in the ranges), to ORT's calibrator.
 
-    def __init__(self, tokenizer, texts: list[str], input_names: list[str], max_length: int) -> None:
-        self._batches = iter([
-            {k: v for k, v in tokenizer([t], truncation=True, max_length=max_length, return_tensors="np").items()
-             if k in input_names} for t in texts])
+    Tokenized as the runtimes will: the artifact's encoder at the model's default max_length."""
+
+    def __init__(self, source: Artifact, texts: list[str], input_names: list[str]) -> None:
+        from ..artifacts import default_max_length
+
+        encoder = source.encoder(default_max_length(source.path))
+        self._batches = iter([{k: v for k, v in encoder([t]).items() if k in input_names} for t in texts])
 
     def get_next(self):
         return next(self._batches, None)
@@ -114,8 +119,6 @@ def quantize_static(config: StaticQuantConfig, source: Artifact, out: Path, cont
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat
     from onnxruntime.quantization import quantize_static as ort_quantize_static
 
-    from ..models import load_tokenizer
-
     texts = context.calibration_texts[:config.calibration_size]
     if len(texts) < MIN_CALIBRATION_TEXTS:
         raise BuildError(f"int8-static: calibration set has {len(texts)} texts; at least {MIN_CALIBRATION_TEXTS} "
@@ -128,7 +131,7 @@ def quantize_static(config: StaticQuantConfig, source: Artifact, out: Path, cont
     options.log_severity_level = 3
     session = ort.InferenceSession(str(onnx_path(source)), options, providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
-    reader = TextCalibrationReader(load_tokenizer(str(source.path)), texts, names, source.max_length or 128)
+    reader = TextCalibrationReader(source, texts, names)
     CalibrationDataReader.register(TextCalibrationReader)
     ort_quantize_static(str(onnx_path(source)), str(out / "model.onnx"), reader, quant_format=QuantFormat.QDQ,
                         activation_type=_quant_type(config.activation_type, "int8-static activation_type"),

@@ -11,14 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..models import INT8_STATE, quantize_int8_dynamic
 from .base import Artifact, BuildContext, BuildError, TechniqueConfig, onnx_path, register
-
-INT8_STATE = "model_int8.pt"
 
 
 @dataclass(frozen=True)
 class TorchInt8Config(TechniqueConfig):
     name = "torch-int8-dynamic"
+    libraries = ("torch", "transformers")
     inputs = ("hf",)
     output = "torch-int8"
 
@@ -26,32 +26,24 @@ class TorchInt8Config(TechniqueConfig):
 @dataclass(frozen=True)
 class Fp16Config(TechniqueConfig):
     name = "fp16"
+    libraries = ("torch", "transformers", "onnxruntime", "onnx")  # hf: torch cast; onnx: ORT's converter
     inputs = ("hf", "onnx")
 
 
 @dataclass(frozen=True)
 class Bf16Config(TechniqueConfig):
     name = "bf16"
+    libraries = ("torch", "transformers")
     inputs = ("hf",)
 
 
 @dataclass(frozen=True)
 class Nf4Config(TechniqueConfig):
     name = "nf4"
+    libraries = ("torch", "transformers", "bitsandbytes")
     inputs = ("hf",)
     double_quant: bool = True
     keep: tuple[str, ...] = ("classifier",)  # modules kept in float (bnb's CPU kernel needs blocked shapes)
-
-
-def quantize_int8_dynamic(model):
-    """nn.Linear -> dynamically quantized int8 Linear (weights int8, activations quantized per call)."""
-    import warnings
-
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def _float_model(source: Artifact):

@@ -1,0 +1,158 @@
+"""What a model directory is, below both techniques (which make artifacts) and runtimes (which load them).
+
+This module imports nothing heavy (no torch, transformers, onnx): an ONNX or OpenVINO artifact is opened,
+its tokenizer built and its model loaded with the runtime's own library, tokenizers and numpy alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cache import read_manifest
+from .errors import ModelError
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+# format -> the files that hold the model itself (weights and graph)
+MODEL_FILES = {"onnx": ("model.onnx", "model.onnx.data"), "openvino": ("model.xml", "model.bin"),
+               "torch-int8": ("model_int8.pt",), "hf": ("model.safetensors", "pytorch_model.bin")}
+DEFAULT_RUNTIME = {"hf": "torch", "torch-int8": "torch", "onnx": "onnxruntime", "openvino": "openvino"}
+MAX_LENGTH_CAP = 512  # the default never exceeds this: attention cost grows with the square of the length
+# above this a configured maximum is a placeholder (transformers writes 1e30 for "no limit")
+SANE_MAX_LENGTH = 1 << 20
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A model directory plus its manifest: format, labels, max_length, the steps that made it."""
+
+    path: Path
+    manifest: dict
+
+    @property
+    def format(self) -> str:
+        return self.manifest.get("format", "hf")
+
+    @property
+    def labels(self) -> list[str]:
+        return self.manifest["labels"]
+
+    @property
+    def max_length(self) -> int | None:
+        """The token limit recorded when the model was made (None for a plain checkpoint)."""
+        return self.manifest.get("max_length")
+
+    @property
+    def key(self) -> str:
+        """Content hash: stored for built artifacts, computed from the files for plain checkpoints."""
+        return self.manifest.get("key") or content_key(self.path)
+
+    def tokenizer(self):
+        """The transformers tokenizer (imports transformers; runtimes use `encoder` instead)."""
+        from .models import load_tokenizer
+
+        return load_tokenizer(str(self.path))
+
+    def encoder(self, max_length: int):
+        """The tokenizer as runtimes use it (tokenizers alone where the directory has a tokenizer.json)."""
+        from .encoding import load_encoder
+
+        return load_encoder(self.path, max_length)
+
+    def model_files(self) -> list[Path]:
+        """The files that hold the model itself (weights and graph): what size on disk counts."""
+        found = [self.path / n for n in MODEL_FILES.get(self.format, ()) if (self.path / n).is_file()]
+        return found or sorted(self.path.glob("model-*.safetensors"))  # sharded checkpoints
+
+    def deploy_files(self) -> list[Path]:
+        """Everything a runtime needs to load this artifact, and nothing else (manifest aside)."""
+        extra = [self.path / n for n in (*TOKENIZER_FILES, "config.json") if (self.path / n).is_file()]
+        return self.model_files() + extra
+
+    def steps_changing_weights(self) -> list[str]:
+        """Names of the steps that made this artifact that changed its weights (quantized, cast)."""
+        return [s["technique"] for s in self.manifest.get("steps", []) if s.get("changes_weights")]
+
+
+def content_key(path: Path) -> str:
+    """Hash of a model directory's files (what the model is, not where it lives)."""
+    digest = hashlib.sha256()
+    for p in sorted(q for q in path.iterdir() if q.is_file() and q.name != "manifest.json"):
+        digest.update(p.name.encode())
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:20]
+
+
+def open_artifact(path: str | Path) -> Artifact:
+    """Any slimformer artifact, or a plain Hugging Face classifier directory."""
+    from .models import classifier_labels, resolve
+
+    path = Path(resolve(str(path)))
+    manifest = read_manifest(path)
+    if "format" not in manifest:  # a plain HF checkpoint (maybe from `slimformer train`)
+        manifest = {"format": "hf", "labels": manifest.get("labels") or classifier_labels(str(path)),
+                    "max_length": manifest.get("max_length"), "steps": [], "source": str(path)}
+    return Artifact(path, manifest)
+
+
+def _json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _sane(value) -> int | None:
+    return int(value) if isinstance(value, int | float) and 0 < value < SANE_MAX_LENGTH else None
+
+
+def _configured_limits(source: str | Path) -> tuple[int | None, int | None]:
+    """(the tokenizer's model_max_length, the config's position embeddings), None where not said or a placeholder.
+    A hub id is asked through transformers."""
+    path = Path(source)
+    if path.is_dir():
+        config, tokenizer_config = _json(path / "config.json"), _json(path / "tokenizer_config.json")
+        tokenizer_limit = tokenizer_config.get("model_max_length")
+    else:  # a hub id (only reachable online)
+        from .models import quiet_transformers
+
+        quiet_transformers()
+        from transformers import AutoConfig, AutoTokenizer
+
+        config = AutoConfig.from_pretrained(str(source)).to_dict()
+        tokenizer_limit = AutoTokenizer.from_pretrained(str(source)).model_max_length
+    positions = _sane(config.get("max_position_embeddings")) or _sane(config.get("n_positions"))
+    return _sane(tokenizer_limit), positions
+
+
+def max_positions(source: str | Path) -> int | None:
+    """The most tokens the model can take at all (its position embeddings), None where its config does not say."""
+    return _configured_limits(source)[1]
+
+
+def configured_max_length(source: str | Path) -> int | None:
+    """The most tokens a model takes by its own configuration: the smaller of its tokenizer's model_max_length
+    and its config's position embeddings (None where neither says)."""
+    limits = [v for v in _configured_limits(source) if v]
+    return min(limits) if limits else None
+
+
+def default_max_length(source: str | Path) -> int:
+    """The token limit a model runs at unless told otherwise: the one recorded in its manifest (what it was
+    trained or measured with), else its configured maximum capped at 512, else 512."""
+    recorded = read_manifest(Path(source)).get("max_length") if Path(source).is_dir() else None
+    return int(recorded) if recorded else min(configured_max_length(source) or MAX_LENGTH_CAP, MAX_LENGTH_CAP)
+
+
+def check_max_length(source: str | Path, max_length: int | None) -> int:
+    """`max_length`, or the model's default when None; refuses one beyond the model's position embeddings."""
+    if max_length is None:
+        return default_max_length(source)
+    limit = max_positions(source) if Path(source).is_dir() else None
+    if max_length < 1 or (limit and max_length > limit):
+        raise ModelError(f"max_length {max_length} is outside what {source} takes (1 to {limit or 'any'})")
+    return int(max_length)
