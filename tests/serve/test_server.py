@@ -205,3 +205,15 @@ def test_workers_share_the_port_and_sum_their_metrics(serve, onnx_bundle, texts)
     info = httpx.get(s.url + "/v1/info").json()
     assert info["workers"] == 2 and info["threads_per_worker"] == 1
     assert s.stop() == 0, s.output()
+
+
+def test_an_onnx_bundle_is_served_without_torch(onnx_bundle):
+    """Loaded and warmed up as a worker does it, in a fresh process: neither torch nor transformers imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from slimformer.serve.app import Model, ServeSettings; "
+            f"m = Model(ServeSettings({str(onnx_bundle)!r}, threads=1, workers=1)); m._load(); "
+            "print(m.predictor.runtime, sorted(k for k in ('torch', 'transformers') if k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "onnxruntime []"
