@@ -296,48 +296,181 @@ def predict(
     model: Annotated[str, typer.Argument(help="A bundle from `slimformer export` (or any model/variant "
                                          "directory).")],
     input_file: Annotated[Path, typer.Option("--input", "-i", help=".txt (one text per line) or .csv/.tsv/"
-                                             ".jsonl/.parquet with a text column.")],
-    out_file: Annotated[Path | None, typer.Option("--out", "-o", help="Write predictions here (.jsonl or .csv); "
-                                                  "default: JSON lines on stdout.")] = None,
+                                             ".jsonl/.parquet with a text column; read as a stream.")],
+    out_file: Annotated[Path | None, typer.Option("--out", "-o", help="Write predictions here (.jsonl or .csv): "
+                                                  "resumable, run the same command again after a kill. Default: "
+                                                  "JSON lines on stdout.")] = None,
+    rejects: Annotated[Path | None, typer.Option(help="Rows that cannot be scored (empty, missing, not a string, "
+                                                 "bad JSON), as JSON lines (default: OUT's name + .rejects.jsonl; "
+                                                 "without --out: stderr).")] = None,
     text_column: TextCol = "text",
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    threads: Annotated[int | None, typer.Option(min=1, help="Threads (default: the bundle's).")] = None,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Rows per checkpoint.")] = 1024,
+    threads: Annotated[int | None, typer.Option(min=1, help="Threads (default: the bundle's; with --engine ray: "
+                                                "per actor).")] = None,
+    engine: Annotated[str, typer.Option(help="local (this process) or ray (Ray Data, for files larger than one "
+                                        "machine should score).")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join (default: a local Ray).")] = None,
+    actors: Annotated[int, typer.Option(min=1, help="With --engine ray: scoring actors, each loading the bundle "
+                                        "once.")] = 2,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
 ) -> None:
-    """Score texts with a model: one label and its probability per text."""
-    import csv
-    import io
+    """Score a file: one label and its probability per row, streamed in chunks with a progress bar; bad rows go
+    to a rejects file, never dropped silently. A killed run continues where it stopped when started again.
 
-    import numpy as np
-
+    Example: slimformer predict runs/demo/bundle --input questions.csv --out predictions.jsonl
+    """
     from .bundle import bundle_settings
-    from .cache import write_text
-    from .data.registry import read_texts
-    from .metrics import log_softmax
-    from .progress import progress_bar
-    from .runtimes import load_predictor
 
-    texts = read_texts(input_file, text_column)
-    predictor = load_predictor(model, threads=threads or bundle_settings(model).get("threads") or 1)
-    rows = []
-    with progress_bar(f"scoring {len(texts)} texts", len(texts)) as update:
-        for i in range(0, len(texts), batch_size):
-            logits = predictor.logits(texts[i:i + batch_size], batch_size)
-            probs = np.exp(log_softmax(logits))
-            for text, p in zip(texts[i:i + batch_size], probs, strict=True):
-                rows.append({"text": text, "label": predictor.labels[int(p.argmax())],
-                             "score": round(float(p.max()), 6)})
-            update(advance=len(probs))
-    if out_file and out_file.suffix.lower() == ".csv":
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["text", "label", "score"])
-        writer.writeheader()
-        writer.writerows(rows)
-        write_text(out_file, buffer.getvalue())
+    threads = threads or bundle_settings(model).get("threads") or 1
+    if engine not in ("local", "ray"):
+        raise SlimformerError(f"--engine is local or ray, got '{engine}'")
+    if engine == "ray":
+        if out_file is None:
+            raise SlimformerError("--engine ray writes to a file: pass --out")
+        from .scale.ray_data import predict_file_ray
+
+        summary = predict_file_ray(model, input_file, out_file, rejects, text_column, batch_size, threads,
+                                   actors, ray_address, overwrite)
     else:
-        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        write_text(out_file, lines) if out_file else sys.stdout.write(lines)
-    if out_file:
-        out.print(f"{len(rows)} predictions -> {out_file}", highlight=False)
+        from .scale.predict import predict_file
+
+        summary = predict_file(model, input_file, out_file, rejects, text_column, batch_size, chunk_size, threads,
+                               overwrite, write_stdout=sys.stdout.write)
+    if out_file is None:
+        if summary["rejects_lines"]:
+            sys.stderr.write("".join(summary["rejects_lines"]))
+        return
+    resumed = f" (resumed at row {summary['resumed_at']})" if summary.get("resumed_at") else ""
+    out.print(f"{summary['scored']} predictions -> {out_file}; {summary['rejected']} rejected rows -> "
+              f"{summary['rejects']}{resumed}", highlight=False)
+
+
+@app.command()
+def serve(
+    bundle: Annotated[str, typer.Argument(help="A bundle from `slimformer export` (or any model/variant directory).")],
+    host: Annotated[str, typer.Option(help="Address to bind; the default answers this machine only.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+    workers: Annotated[int | None, typer.Option(min=1, help="Server processes, each with its own model and its "
+                                                "share of the cores (default: one per core, 1 thread each, or "
+                                                "cores / --threads); `slimformer loadtest` tells which is faster "
+                                                "for your bundle.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="Model threads per worker (default: the cores "
+                                                "divided among the workers).")] = None,
+    max_batch: Annotated[int, typer.Option(min=1, help="Most texts run as one batch.")] = 32,
+    target_p99_ms: Annotated[float, typer.Option(min=0.1, help="Latency target of the batcher: it models its own "
+                                                 "batch cost, waits for more texts only when batches that size "
+                                                 "could not keep up, and only while the oldest text stays inside "
+                                                 "half the target.")] = 50.0,
+    max_wait_ms: Annotated[float | None, typer.Option(min=0.0, help="A fixed batching window instead (Triton's "
+                                                      "max_queue_delay): an idle model always waits this long for "
+                                                      "more texts. With --ray: @serve.batch's wait (default 5).")] \
+        = None,
+    max_queue: Annotated[int, typer.Option(min=1, help="Texts that may wait; beyond: 503 with Retry-After.")] = 512,
+    max_texts: Annotated[int, typer.Option(min=1, help="Texts per request; beyond: 413.")] = 64,
+    max_chars: Annotated[int, typer.Option(min=1, help="Characters per text; beyond: 413.")] = 2000,
+    max_body_bytes: Annotated[int, typer.Option(min=64, help="Request body size; beyond: 413.")] = 1_000_000,
+    timeout_s: Annotated[float, typer.Option("--timeout-s", min=0.01, help="Request timeout; beyond: 504.")] = 10.0,
+    api_key_file: Annotated[Path | None, typer.Option(help="File holding the API key clients must send "
+                                                      "(Authorization: Bearer KEY or X-API-Key); else 401.")] = None,
+    ray: Annotated[bool, typer.Option("--ray", help="Serve on Ray Serve instead (local Ray unless "
+                                      "--ray-address).")] = False,
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join (ray://... or auto).")] = None,
+    replicas: Annotated[int, typer.Option(min=1, help="Ray Serve replicas.")] = 1,
+    autoscale: Annotated[str | None, typer.Option(help="Ray Serve autoscaling MIN:MAX replicas (instead of "
+                                                  "--replicas).")] = None,
+) -> None:
+    """Serve a bundle over HTTP with dynamic batching: POST /v1/classify {"texts": [...]}; /v1/info, /healthz,
+    /readyz, /metrics, and the OpenAPI spec at /docs. SIGTERM finishes the requests in flight, then exits.
+
+    Example: slimformer serve runs/demo/bundle --port 8000
+    """
+    from .serve import ServeSettings, run_server, startup_lines
+
+    settings = ServeSettings(bundle=bundle, host=host, port=port, threads=threads, workers=workers,
+                             max_batch=max_batch, max_wait_ms=max_wait_ms, target_p99_ms=target_p99_ms,
+                             max_queue=max_queue, max_texts=max_texts, max_chars=max_chars,
+                             max_body_bytes=max_body_bytes, timeout_s=timeout_s,
+                             api_key_file=str(api_key_file) if api_key_file else None)
+    for line in startup_lines(settings):
+        out.print(line, highlight=False)
+    if ray:
+        from .serve.ray_serve import RayOptions, run_ray_server
+
+        run_ray_server(settings, RayOptions.parse(ray_address, replicas, autoscale))
+    else:
+        run_server(settings)
+
+
+@app.command()
+def loadtest(
+    url: Annotated[str, typer.Argument(help="The server, e.g. http://127.0.0.1:8000 (slimformer serve).")],
+    data: Annotated[str, typer.Option("--data", "-d", help="Dataset whose test split supplies the texts (as for "
+                                      "--data elsewhere).")] = "trec6",
+    input_file: Annotated[Path | None, typer.Option("--input", "-i", help="Or texts from a file (.txt, one per "
+                                                    "line, or a .csv/.jsonl/.parquet text column).")] = None,
+    text_column: TextCol = "text",
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Closed loop: clients each sending when "
+                                                    "answered.")] = None,
+    rate: Annotated[float | None, typer.Option(min=0.01, help="Open loop (MLPerf Server): Poisson arrivals at this "
+                                               "many queries/s.")] = None,
+    find_max_qps: Annotated[bool, typer.Option("--find-max-qps", help="Binary-search the highest Poisson rate "
+                                               "with p99 under --p99-ms.")] = False,
+    p99_ms: Annotated[float | None, typer.Option(min=0.01, help="Latency bound for the verdict.")] = None,
+    duration_s: Annotated[float, typer.Option("--duration-s", min=0.1, help="Minimum run duration.")] = 10.0,
+    min_queries: Annotated[int, typer.Option(min=1, help="Minimum queries per run.")] = 200,
+    max_duration_s: Annotated[float, typer.Option("--max-duration-s", min=0.1, help="Hard stop per run.")] = 60.0,
+    texts_per_request: Annotated[int, typer.Option(min=1)] = 1,
+    steps: Annotated[int, typer.Option(min=2, help="Runs of the --find-max-qps search.")] = 7,
+    api_key_file: Annotated[Path | None, typer.Option(help="File with the server's API key.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Write loadtest.json and loadtest.png "
+                                                 "(latency percentiles vs offered load) here.")] = None,
+    seed: int = 0,
+) -> None:
+    """Load-test a classification server as MLPerf's Server scenario does: real texts in random order, latency
+    from the scheduled send time, p50/p90/p99, achieved vs scheduled throughput, and a VALID/INVALID verdict.
+
+    Examples: slimformer loadtest http://127.0.0.1:8000 --rate 200 --p99-ms 50
+              slimformer loadtest http://127.0.0.1:8000 --find-max-qps --p99-ms 50 --out runs/load
+    """
+    import dataclasses
+
+    from . import loadtest as load
+    from .cache import write_json
+
+    if input_file is not None:
+        from .data.registry import read_texts
+
+        texts = read_texts(input_file, text_column)
+    else:
+        from .data import load_dataset
+
+        texts = load_dataset(data)["test"].texts
+    key = api_key_file.read_text().strip() if api_key_file else None
+    settings = load.LoadSettings(url, concurrency, rate, duration_s, min_queries, max_duration_s, texts_per_request,
+                            p99_ms, seed=seed, api_key=key)
+    if find_max_qps:
+        result = load.find_max_qps(settings, texts, steps, progress=lambda line: out.print(line, highlight=False))
+        runs = result["runs"]
+        out.print(f"max Poisson rate with p99 <= {p99_ms:g} ms: {result['max_qps']} q/s", highlight=False)
+    else:
+        if rate is None and concurrency is None:
+            settings = dataclasses.replace(settings, concurrency=1)
+        result = load.run_load(settings, texts)
+        runs = [result] if rate else []
+        lat = result["latency_ms"] or {}
+        out.print(f"{result['scenario']}: {result['ok']}/{result['queries']} ok in {result['duration_s']} s, "
+                  f"{result['achieved_qps']} q/s (scheduled {result['scheduled_qps']}); latency ms p50 "
+                  f"{lat.get('p50')}, p90 {lat.get('p90')}, p99 {lat.get('p99')}; {result['verdict']}"
+                  + "".join(f"\n  {r}" for r in result["reasons"]), highlight=False)
+    if out_dir:
+        from .hardware import fingerprint
+
+        write_json(out_dir / "loadtest.json", {"settings": settings.to_dict(), "machine": fingerprint(), **result})
+        if runs:
+            load.plot_runs(runs, out_dir / "loadtest.png", f"{url}: latency vs offered load", p99_ms)
+        out.print(f"results: {out_dir / 'loadtest.json'}" + (f", {out_dir / 'loadtest.png'}" if runs else ""),
+                  highlight=False)
 
 
 @app.command()
