@@ -179,6 +179,12 @@ def test_optimize_falls_back_to_mixed_precision_and_exports_a_bundle(tmp_path, f
     assert selection["recommended"] == fastest["name"]
     report = (out / "report.md").read_text()
     assert "teacher-ort-int8-dynamic-mixed-t1" in report and "kept 1 in float (/model/bert/pooler/dense/Gemm)" in report
+    header, _, *table = [line.split(" | ") for line in report.splitlines() if line.startswith("| ")][:5]
+    assert "texts/s (batch 1/8)" in header and "peak VRAM MB" in header
+    energy = {row[0].lstrip("| "): row[header.index("energy / 1k texts (batch)")] for row in table}
+    readable = Path("/sys/class/powercap").exists()  # RAPL may still be root-only there: then "not readable"
+    assert all(cell.endswith(("(1)", "(8)")) for cell in energy.values())  # the fastest batch size it comes from
+    assert readable or set(energy.values()) <= {"not readable here (1)", "not readable here (8)"}
     # bundle: exactly what a runtime needs, and it predicts
     proc = run("export", str(out), "--variant", "teacher-ort-int8-dynamic-mixed-t1", "--out", str(tmp_path / "b"))
     assert proc.returncode == 0, proc.stderr

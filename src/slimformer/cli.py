@@ -603,19 +603,24 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
     from rich.table import Table
 
     from . import hardware, recipes
+    from .bench.energy import EnergyMeter
 
     info = hardware.fingerprint()
+    meter = EnergyMeter(gpu=info["gpu"] is not None)
+    energy = {**{c.source: "readable" for c in meter.counters}, **meter.not_readable}
     if as_json:
-        print(json.dumps({"machine": info, "advice": recipes.advice(info["cpu"], info["gpu"]),
+        print(json.dumps({"machine": info, "energy_counters": energy,
+                          "advice": recipes.advice(info["cpu"], info["gpu"]),
                           "candidates": [vars(c) for c in recipes.candidates(info["cpu"], info["gpu"])]}, indent=2))
         return
     cpu = info["cpu"]
     out.print(f"[bold]{cpu['model']}[/] · {cpu['arch']} · {cpu['cores']} cores · {info['os']} · "
-              f"GPU: {info['gpu'] or 'none'}")
+              f"GPU: {escape(hardware.gpu_text(info['gpu']))}")
     out.print("ISA: " + (" ".join(cpu["isa"]) or "none of AVX2/AVX-512/VNNI/BF16/AMX"))
     out.print("libraries: " + ", ".join(f"{k} {v}" for k, v in info["libraries"].items()))
+    out.print("energy counters: " + "; ".join(f"{k} {escape(v)}" for k, v in energy.items()), highlight=False)
     for line in recipes.advice(cpu, info["gpu"]):
-        out.print(f"• {line}")
+        out.print(f"• {escape(line)}")
     table = Table("variant", "recipe", "runtime", "why", title="variants worth building here")
     for c in recipes.candidates(cpu, info["gpu"]):
         table.add_row(c.name, c.recipe or "(as is)", c.runtime + "".join(f" {k}={v}" for k, v in c.options.items()),

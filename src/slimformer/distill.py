@@ -202,14 +202,18 @@ def teacher_targets(teacher_key: str, teacher, tokenizer, texts: list[str], max_
         with np.load(path) as f:
             return {k: f[k] for k in f.files}
     logits, states = [], []
+    home = next(teacher.parameters()).device
+    device = torch.device("cuda") if torch.cuda.is_available() else home  # in fp32: targets stay exact
+    teacher.to(device)
     with torch.inference_mode(), progress_bar("teacher outputs on the transfer set", len(texts)) as update:
         for i in range(0, len(texts), 64):
             batch = tokenizer(texts[i:i + 64], padding=True, truncation=True, max_length=max_length,
-                              return_tensors="pt")
+                              return_tensors="pt").to(device)
             out = teacher(**batch, output_hidden_states=True)
-            logits.append(out.logits.float().numpy())
-            states.append(out.hidden_states[-1][:, 0].float().numpy())
+            logits.append(out.logits.float().cpu().numpy())
+            states.append(out.hidden_states[-1][:, 0].float().cpu().numpy())
             update(advance=len(batch["input_ids"]))
+    teacher.to(home)
     targets = {"logits": np.concatenate(logits), "cls": np.concatenate(states)}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")

@@ -43,7 +43,8 @@ class MissingLibraryError(SlimformerError):
 # top-level module -> the extra of pyproject.toml that installs it
 EXTRAS = {"torch": "torch", "transformers": "torch", "huggingface_hub": "torch", "onnxruntime": "onnx",
           "onnx": "onnx", "onnxscript": "onnx", "openvino": "openvino", "nncf": "openvino", "optuna": "distill",
-          "matplotlib": "distill", "datasets": "hf", "bitsandbytes": "nf4", "accelerate": "nf4"}
+          "matplotlib": "distill", "datasets": "hf", "bitsandbytes": "nf4", "accelerate": "nf4",
+          "pynvml": "nvml"}
 
 
 def missing_library(error: BaseException) -> MissingLibraryError | None:

@@ -83,10 +83,11 @@ def load_tokenizer(source: str):
         raise ModelError(f"cannot load a tokenizer from {source}: {first_line(e)}") from None
 
 
-def load_classifier(source: str, trust_remote_code: bool = False, **kwargs):
-    """(model, tokenizer, labels) for a sequence-classification checkpoint, in eval mode.
+def load_classifier(source: str, trust_remote_code: bool = False, device: str | None = None, **kwargs):
+    """(model, tokenizer, labels) for a sequence-classification checkpoint, in eval mode, on the CPU.
 
-    `kwargs` go to `from_pretrained` (e.g. attn_implementation="eager" for ONNX export)."""
+    A bitsandbytes (nf4) checkpoint is loaded onto `device` (None: the GPU where there is one), the only place its
+    layers can be placed. `kwargs` go to `from_pretrained` (e.g. attn_implementation="eager" for ONNX export)."""
     quiet_transformers()
     from transformers import AutoModelForSequenceClassification
 
@@ -96,7 +97,7 @@ def load_classifier(source: str, trust_remote_code: bool = False, **kwargs):
     if Path(path).is_dir() and "quantization_config" in read_config(path):  # bitsandbytes (nf4) checkpoint
         import torch
 
-        extra["device_map"] = "cuda" if torch.cuda.is_available() else "cpu"
+        extra["device_map"] = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code, **extra)
     except Exception as e:

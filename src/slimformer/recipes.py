@@ -26,11 +26,29 @@ ONNX = "onnx,cls-only"
 FUSED = "onnx,ort-optimize,cls-only"
 
 
+# throughput batch sizes: a GPU is only busy at large batches; on a CPU 32 is past the knee already
+CPU_BATCH_SIZES = (1, 8, 32)
+GPU_BATCH_SIZES = (1, 8, 32, 128, 256)
+MISSING_CUDA_EP = ("this onnxruntime has no CUDA execution provider: pip uninstall -y onnxruntime && "
+                   "pip install 'slimformer[gpu]' (onnxruntime-gpu) to add the ONNX Runtime CUDA variants")
+
+
 def _has(isa: list[str], *names: str) -> bool:
     return any(n in isa for n in names)
 
 
-def advice(cpu: dict | None = None, gpu: str | None = None) -> list[str]:
+def _bf16_gpu(gpu: dict) -> bool:
+    """bf16 tensor cores: compute capability 8.0 (Ampere) and later."""
+    major = (gpu.get("compute_capability") or "0").partition(".")[0]
+    return major.isdigit() and int(major) >= 8
+
+
+def batch_sizes(gpu: dict | None) -> tuple[int, ...]:
+    """Throughput batch sizes for this machine's matrix."""
+    return GPU_BATCH_SIZES if gpu else CPU_BATCH_SIZES
+
+
+def advice(cpu: dict | None = None, gpu: dict | None = None) -> list[str]:
     """What the fingerprint implies, one line each."""
     cpu = cpu or hardware.cpu()
     isa = cpu["isa"]
@@ -48,15 +66,24 @@ def advice(cpu: dict | None = None, gpu: str | None = None) -> list[str]:
     if _has(isa, "AMX"):
         lines.append("AMX present: PyTorch's oneDNN path uses it for bf16/int8, which makes the FP32 eager "
                      "baseline and bf16 unusually strong here.")
-    lines.append(f"CUDA GPU: {gpu} — fp16 variants and the CUDA execution provider apply." if gpu else
-                 "no CUDA GPU: fp16 is no faster on CPU; NF4 (bitsandbytes) runs on CPU but is slower than FP32 "
-                 "and is timed only when asked for.")
+    if gpu:
+        eps = gpu.get("execution_providers") or []
+        lines.append(f"CUDA GPU: {hardware.gpu_text(gpu)} — PyTorch fp32/fp16"
+                     + ("/bf16" if _bf16_gpu(gpu) else " (no bf16: compute capability below 8.0)")
+                     + " and NF4 (bitsandbytes) on the GPU; throughput up to batch "
+                     f"{GPU_BATCH_SIZES[-1]}; energy from NVML.")
+        lines.append("ONNX Runtime GPU providers: " + ", ".join(eps) + " (dynamic INT8 is measured there too: it is "
+                     "often slower than fp16 on a GPU)" if eps else MISSING_CUDA_EP + ".")
+    else:
+        lines.append("no CUDA GPU: fp16 is no faster on CPU; NF4 (bitsandbytes) runs on CPU but is slower than FP32 "
+                     "and is timed only when asked for.")
     lines.append(f"{cpu['cores']} cores: measure at 1 thread and at {cpu['cores']} threads.")
     return lines
 
 
-def candidates(cpu: dict | None = None, gpu: str | None = None, include_slow: bool = False) -> list[Candidate]:
-    """The variant matrix for this machine, baseline first."""
+def candidates(cpu: dict | None = None, gpu: dict | None = None, include_slow: bool = False) -> list[Candidate]:
+    """The variant matrix for this machine, baseline first; with a GPU (hardware.gpu()) its variants follow the
+    CPU ones, so one table compares both."""
     cpu = cpu or hardware.cpu()
     isa = cpu["isa"]
     vnni = _has(isa, "AVX512-VNNI", "AVX-VNNI", "AMX-INT8")
@@ -83,12 +110,31 @@ def candidates(cpu: dict | None = None, gpu: str | None = None, include_slow: bo
                 Candidate("ov-int8-bf16", f"{ONNX},ov-int8", "openvino",
                           "OpenVINO's own INT8, the operations left unquantized (softmax, layer norm...) in bf16",
                           {"precision": "bf16"})]
-    if gpu:
-        out += [Candidate("torch-fp16-cuda", "fp16", "torch", "fp16 on the GPU"),
-                Candidate("ort-fp16-cuda", f"{ONNX},fp16", "onnxruntime", "ORT fp16 with the CUDA EP",
-                          {"device": "cuda"})]
-    if gpu or include_slow:
+    if include_slow:
         out.append(Candidate("torch-nf4", "nf4", "torch", "bitsandbytes 4-bit NF4 (slow on CPU: shown for size)"))
-    if include_slow and not gpu:
         out.append(Candidate("ort-fp16", f"{ONNX},fp16", "onnxruntime", "ORT fp16 on CPU (no faster: shown for size)"))
+    if gpu:
+        out += _gpu_candidates(gpu)
+    return out
+
+
+def _gpu_candidates(gpu: dict) -> list[Candidate]:
+    cuda = {"device": "cuda"}
+    out = [Candidate("torch-fp32-cuda", "", "torch", "PyTorch FP32 on the GPU: the GPU's own baseline", cuda),
+           Candidate("torch-fp16-cuda", "fp16", "torch", "PyTorch fp16 weights on the GPU (tensor cores)", cuda)]
+    if _bf16_gpu(gpu):
+        out.append(Candidate("torch-bf16-cuda", "bf16", "torch", "PyTorch bf16 weights on the GPU", cuda))
+    out.append(Candidate("torch-nf4-cuda", "nf4", "torch", "bitsandbytes 4-bit NF4 with double quantization: about "
+                         "a quarter of the weight memory; it dequantizes per matmul, so it is rarely faster", cuda))
+    eps = gpu.get("execution_providers") or []
+    if "CUDAExecutionProvider" in eps:
+        out += [Candidate("ort-fp32-cuda", ONNX, "onnxruntime", "ONNX Runtime CUDA EP, FP32, IO binding", cuda),
+                Candidate("ort-fp16-cuda", f"{ONNX},fp16", "onnxruntime", "ONNX Runtime CUDA EP, fp16 (numerically "
+                          "unsafe ops kept in fp32), IO binding", cuda),
+                Candidate("ort-int8-dynamic-cuda", f"{FUSED},int8-dynamic:weight_type=int8", "onnxruntime",
+                          "dynamic INT8 on the CUDA EP, measured to show it honestly: its integer ops have few GPU "
+                          "kernels (some run on the CPU), so it is usually slower than fp16 there", cuda)]
+    if "TensorrtExecutionProvider" in eps:
+        out.append(Candidate("ort-trt-fp16", ONNX, "onnxruntime", "ONNX Runtime TensorRT EP, FP16 engines (built at "
+                             "first load, then cached)", {"device": "tensorrt"}))
     return out

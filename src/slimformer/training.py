@@ -54,6 +54,8 @@ def autocast_dtype(precision: str, device: str):
         return torch.bfloat16 if cpu_bf16 else None
     if precision == "fp16" and device != "cuda":
         raise SlimformerError("fp16 training needs a CUDA GPU; on CPU use --precision bf16 or fp32")
+    if precision == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
+        raise SlimformerError("this GPU has no bf16 (compute capability below 8.0): use --precision fp16 or auto")
     if precision == "bf16" and device == "cpu" and not cpu_bf16:
         raise SlimformerError("this CPU has neither AVX512-BF16 nor AMX: bf16 training would be emulated and slow; "
                               "use --precision fp32")

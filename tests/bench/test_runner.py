@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,6 +41,12 @@ def test_results_have_every_measurement(results):
         assert [t["batch_size"] for t in v["throughput"]] == [1, 4]
         for t in v["throughput"]:
             assert len(t["runs"]) == 3 and min(t["runs"]) <= t["texts_per_s"] <= max(t["runs"]) and t["spread_pct"] >= 0
+            assert t["energy"]["texts"] >= 3 * t["batch_size"]  # the timed repeats, each at least one batch
+        fastest = max(v["throughput"], key=lambda t: t["texts_per_s"])
+        assert v["energy"] == {"batch_size": fastest["batch_size"], **fastest["energy"]}
+        if not Path("/sys/class/powercap").exists():  # this VM: said so, never 0 joules
+            assert v["energy"]["joules_per_1k_texts"] is None and "rapl" in v["energy"]["not_readable"]
+        assert v["memory"]["peak_vram_mb"] is None  # torch on the CPU never touched a GPU
         assert v["size_mb"] > 0 and v["memory"]["peak_rss_mb"] >= v["memory"]["rss_before_load_mb"] > 0
         cold = v["cold_start"]
         assert len(cold["runs_s"]) == 2 and cold["median_s"] > cold["load_s"] + cold["first_answer_s"]

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..runtimes import Predictor
+from .energy import EnergyMeter
 from .stats import LatencyStats
 
 Progress = Callable[[str, int, int], None]
@@ -60,27 +61,34 @@ def latency(predictor: Predictor, texts: list[str], warmup: int,
 
 
 def throughput(predictor: Predictor, texts: list[str], batch_size: int, min_seconds: float = 2.0,
-               min_texts: int = 1024, repeats: int = 3, progress: Progress = _quiet) -> dict:
+               min_texts: int = 1024, repeats: int = 3, progress: Progress = _quiet,
+               meter: EnergyMeter | None = None) -> dict:
     """Offline end-to-end throughput at one batch size: texts/s, `repeats` times, median and spread.
 
     Each repeat scores batches of real texts (cycling through `texts` in order, each batch padded to its longest)
     until `min_seconds` have passed or `min_texts` texts were scored, whichever comes first, after one untimed
-    batch. One short pass would make a number that does not repeat."""
+    batch. One short pass would make a number that does not repeat. With a `meter`, the energy of the timed
+    repeats is measured too (joules per 1,000 texts; see energy.py)."""
     batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
-    predictor.predict(batches[0])  # warm-up for this batch shape
-    rates, clock, k = [], time.perf_counter, 0
+    # one forward pass per batch: predict's own default would split a batch of 256 into passes of 32
+    predictor.predict(batches[0], batch_size)  # warm-up for this batch shape
+    rates, clock, k, scored = [], time.perf_counter, 0, 0
+    reading = meter.start() if meter else None
     for r in range(repeats):
         done, start = 0, clock()
         while True:
             batch = batches[k % len(batches)]
-            predictor.predict(batch)
+            predictor.predict(batch, batch_size)
             k += 1
             done += len(batch)
             seconds = clock() - start
             if seconds >= min_seconds or done >= min_texts:
                 break
         rates.append(done / seconds)
+        scored += done
         progress(f"throughput (batch {batch_size})", r + 1, repeats)
+    energy = meter.stop(reading, scored) if meter else None
     median = float(np.median(rates))
     return {"batch_size": batch_size, "texts_per_s": round(median, 2), "runs": [round(x, 2) for x in rates],
-            "spread_pct": round(100 * (max(rates) - min(rates)) / median, 1), "texts_per_run": done}
+            "spread_pct": round(100 * (max(rates) - min(rates)) / median, 1), "texts_per_run": done,
+            **({"energy": energy} if meter else {})}

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from ..hardware import gpu_text
+from .energy import energy_text
 from .stats import LatencyStats
 
-HEADERS = ["variant", "threads", "e2e p50 (p90/p99) ms", "e2e mean±std ms", "model p50 ms", "texts/s @1/8/32",
-           "size MB", "peak RSS MB", "cold start s", "batch-invariant"]
+HEADERS = ["variant", "threads", "e2e p50 (p90/p99) ms", "e2e mean±std ms", "model p50 ms", "texts/s @{batches}",
+           "energy / 1k texts", "size MB", "peak RSS MB", "cold start s", "batch-invariant"]
 
 
 def headers(results: dict) -> list[str]:
     """The variant and threads, each split's accuracy and macro-F1 (decision split first), then the rest."""
     splits = list(results["dataset"]["n"])
-    return HEADERS[:2] + [f"{s} {m}" for s in splits for m in ("acc %", "macro-F1")] + HEADERS[2:]
+    batches = "/".join(map(str, results["settings"]["batch_sizes"]))
+    return HEADERS[:2] + [f"{s} {m}" for s in splits for m in ("acc %", "macro-F1")] + \
+        [h.format(batches=batches) for h in HEADERS[2:]]
 
 
 def rows(results: dict) -> list[list[str]]:
@@ -24,7 +28,7 @@ def rows(results: dict) -> list[list[str]]:
         flagged = [q["batch_invariance"] for q in v["quality"].values() if q["batch_invariance"]["flagged"]]
         out.append([
             v["name"], str(v["threads"]), *quality, e2e.cell(), f"{e2e.mean:.2f}±{e2e.std:.2f}", f"{model.p50:.2f}",
-            tput, f"{v['size_mb']:.1f}" if v.get("size_mb") is not None else "-",
+            tput, energy_text(v.get("energy")), f"{v['size_mb']:.1f}" if v.get("size_mb") is not None else "-",
             f"{v['memory']['peak_rss_mb']:.0f}",
             f"{v['cold_start']['median_s']:.2f}" if v.get("cold_start") else "-",
             "no: " + f"{100 * max(f['label_change_rate'] for f in flagged):.1f}% labels change" if flagged else "yes",
@@ -37,7 +41,7 @@ def machine_line(results: dict) -> str:
     libs = ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if k in ("torch", "transformers", "onnxruntime",
                                                                               "openvino"))
     return (f"{m['cpu']['model']} · {m['cpu']['cores']} cores · ISA {' '.join(m['cpu']['isa'])} · "
-            f"{m['gpu'] or 'no GPU'} · {libs}")
+            f"GPU: {gpu_text(m['gpu'])} · {libs}")
 
 
 def data_line(results: dict) -> str:

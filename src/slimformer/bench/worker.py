@@ -17,8 +17,9 @@ import time
 def main(spec: dict, emit) -> None:
     from ..data import load_dataset
     from ..errors import SlimformerError, disk_full
-    from ..hardware import fingerprint
-    from .memory import peak_rss_mb, peak_vram_mb, rss_mb
+    from ..hardware import fingerprint, nvidia_driver_present
+    from .energy import EnergyMeter
+    from .memory import GpuMemorySampler, peak_rss_mb, peak_vram_mb, rss_mb
 
     try:
         import numpy as np
@@ -40,6 +41,8 @@ def main(spec: dict, emit) -> None:
         dataset = load_dataset(data["source"], data["text_column"], data["label_column"], data["split_column"],
                                data["seed"])
         rss_before = rss_mb()
+        nvidia = nvidia_driver_present()  # NVML's counters only where a driver is (no torch import to find out)
+        vram = GpuMemorySampler() if nvidia else None
         progress("loading", 0, 1)
         started = time.perf_counter()
         # the run's token limit, unless the variant sets its own
@@ -61,9 +64,12 @@ def main(spec: dict, emit) -> None:
         n_lat = settings["latency_samples"] or len(shuffled)
         latency, e2e_ms = scenarios.latency(predictor, shuffled[:n_lat], settings["warmup"], progress)
         np.save(spec["latencies_path"], e2e_ms.astype(np.float32))
+        meter = EnergyMeter(gpu=nvidia)  # joules per 1,000 texts of the throughput runs (RAPL, NVML)
         throughput = [scenarios.throughput(predictor, shuffled, bs, settings["throughput_min_s"],
-                                           settings["throughput_min_texts"], settings["throughput_repeats"], progress)
+                                           settings["throughput_min_texts"], settings["throughput_repeats"], progress,
+                                           meter)
                       for bs in settings["batch_sizes"]]
+        best = max(throughput, key=lambda t: t["texts_per_s"], default=None)  # the batch size worth serving
         files = predictor.model_files()
         emit({"event": "result", "result": {
             "predictor": predictor.describe(),
@@ -71,7 +77,8 @@ def main(spec: dict, emit) -> None:
             "throughput": throughput,
             "size_mb": round(sum(dir_size_mb(f) for f in files), 3) if files else None,
             "memory": {"rss_before_load_mb": round(rss_before, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
-                       "peak_vram_mb": peak_vram_mb()},
+                       "peak_vram_mb": peak_vram_mb(), "peak_vram_nvml_mb": vram.peak_mb() if vram else None},
+            "energy": {"batch_size": best["batch_size"], **best["energy"]} if best else None,
             "load_s": round(load_s, 3),
             "machine": fingerprint(spec["threads"]),
         }})

@@ -181,6 +181,8 @@ def optimize(model: str, data: DataSpec, out: Path, settings: OptimizeSettings =
 
     machine = fingerprint()
     candidates = recipes.candidates(machine["cpu"], machine["gpu"], settings.include_slow)
+    if machine["gpu"] and settings.bench.batch_sizes == recipes.CPU_BATCH_SIZES:  # the default: a GPU's matrix
+        settings = replace(settings, bench=replace(settings.bench, batch_sizes=recipes.batch_sizes(machine["gpu"])))
     unknown = set(settings.only) - {c.name for c in candidates}
     if unknown:
         raise SlimformerError(f"unknown candidate(s) {', '.join(sorted(unknown))}; this machine's are: "

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bench.energy import energy_text
 from ..cache import write_text
+from ..hardware import gpu_text
 from .select import drop_text, miss_text
 
 
@@ -109,7 +111,19 @@ def throughput_chart(results: dict) -> str:
 
 COLUMNS = ["variant", "runtime", "threads", "val acc %", "val Δ pts (95% CI)", "McNemar p", "worst label Δ",
            "test acc % (held out)", "test Δ pts (95% CI)", "p50 ms", "p90 ms", "p99 ms", "speed-up",
-           "texts/s (batch 1/8/32)", "size MB", "peak RSS MB", "cold start s", "batch-invariant", "budget", "Pareto"]
+           "texts/s (batch {batches})", "energy / 1k texts (batch)", "size MB", "peak RSS MB", "peak VRAM MB",
+           "cold start s", "batch-invariant", "budget", "Pareto"]
+
+
+def columns(results: dict) -> list[str]:
+    batches = "/".join(map(str, results["settings"]["batch_sizes"]))
+    return [c.format(batches=batches) for c in COLUMNS]
+
+
+def _vram_text(memory: dict) -> str:
+    """torch's allocator peak and NVML's device-wide peak where measured (a CPU variant has neither)."""
+    figures = [f"{memory[k]:.0f}" for k in ("peak_vram_mb", "peak_vram_nvml_mb") if memory.get(k) is not None]
+    return " / ".join(figures) or "-"
 
 
 def table_rows(results: dict) -> list[list[str]]:
@@ -131,7 +145,9 @@ def table_rows(results: dict) -> list[list[str]]:
                     f"{d['mcnemar_p']:.3g}", f"{-worst['drop_points']:+.1f} {worst['label']}" if worst else "-",
                     f"{100 * t['accuracy']:.2f}" if t else "-", drop_text(t, short=True) if t else "-",
                     f"{e2e['p50']:.3f}", f"{e2e['p90']:.3f}", f"{e2e['p99']:.3f}", f"{r['speedup']:.2f}x", tput,
+                    energy_text(v.get("energy")) + (f" ({v['energy']['batch_size']})" if v.get("energy") else ""),
                     f"{v['size_mb']:.1f}" if v.get("size_mb") else "-", f"{v['memory']['peak_rss_mb']:.0f}",
+                    _vram_text(v["memory"]),
                     f"{v['cold_start']['median_s']:.2f}" if v.get("cold_start") else "-",
                     "no: " + invariance_text(inv) if r["batch_dependent"] else "yes",
                     "within" if r["within"] else "misses " + ", ".join(m["what"] for m in r["misses"]),
@@ -216,7 +232,7 @@ def _machine_line(results: dict) -> str:
     m = results["machine"]
     libs = ", ".join(f"{k} {v}" for k, v in m["libraries"].items())
     return (f"{m['cpu']['model']} ({m['cpu']['arch']}, {m['cpu']['cores']} cores; ISA: {' '.join(m['cpu']['isa'])}); "
-            f"GPU: {m['gpu'] or 'none'}; {m['os']}; {libs}")
+            f"GPU: {gpu_text(m['gpu'])}; {m['os']}; {libs}")
 
 
 def write_report(results: dict, out: Path) -> None:
@@ -244,14 +260,17 @@ def write_report(results: dict, out: Path) -> None:
               f"its threads fixed; batch-1 latency over {settings['latency_samples'] or 'all'} real {decision} texts "
               f"after {settings['warmup']} warm-up calls; throughput per batch size {settings['throughput_repeats']} "
               f"times, each until {settings['throughput_min_s']:g} s or {settings['throughput_min_texts']} texts, "
-              f"median shown. Data: {ds['name']} (fingerprint {ds['fingerprint']})"
+              f"median shown; energy per 1,000 texts over those runs at the fastest batch size, from the CPU "
+              f"package (RAPL) and GPU (NVML) counters where this machine lets them be read (whole package and GPU, "
+              f"idle draw included; 'not readable here' otherwise, never 0). Data: {ds['name']} "
+              f"(fingerprint {ds['fingerprint']})"
               + (f"; splits: {source['splits']}." if "splits" in source else "."))
     rows = table_rows(results)
 
     md = [f"# slimformer optimize — {ds['name']}", "", f"**{text}**", "", "Deploy it:", "", "```sh", *commands, "```",
           "", f"Budget: {sel['budget_text']}.", "", method, "",
           "![accuracy vs latency](charts/accuracy_latency.svg)", "", "## All variants", "",
-          "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS),
+          "| " + " | ".join(columns(results)) + " |", "|" + "---|" * len(COLUMNS),
           *("| " + " | ".join(r) + " |" for r in rows), "",
           "![latency distributions](charts/latency.svg)", "", "![throughput](charts/throughput.svg)", ""]
     if notes:
@@ -260,7 +279,8 @@ def write_report(results: dict, out: Path) -> None:
     write_text(out / "report.md", "\n".join(md))
 
     e = html.escape
-    table = ("<table id='metrics'><thead><tr>" + "".join(f"<th>{e(c)}</th>" for c in COLUMNS) + "</tr></thead><tbody>"
+    head = "".join(f"<th>{e(c)}</th>" for c in columns(results))
+    table = (f"<table id='metrics'><thead><tr>{head}</tr></thead><tbody>"
              + "".join("<tr" + (" class='chosen'" if r[0] == sel["recommended"] else "") + ">"
                        + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows) + "</tbody></table>")
     page = f"""<!doctype html>

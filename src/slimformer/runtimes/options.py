@@ -30,16 +30,20 @@ class RuntimeOptions:
 @dataclass(frozen=True)
 class TorchOptions(RuntimeOptions):
     runtime = "torch"
+    choices = {"device": ("cpu", "cuda")}
     trust_remote_code: bool = False
+    device: str = "cpu"  # cuda: model and inputs on the first GPU (never chosen silently)
 
 
 @dataclass(frozen=True)
 class OrtOptions(RuntimeOptions):
     runtime = "onnxruntime"
-    choices = {"graph_optimization_level": ("disabled", "basic", "extended", "all"), "device": ("cpu", "cuda")}
+    choices = {"graph_optimization_level": ("disabled", "basic", "extended", "all"),
+               "device": ("cpu", "cuda", "tensorrt")}
     graph_optimization_level: str | None = None  # None: the level an ort-optimize step chose, else all
-    device: str = "cpu"
-    fuse_skip_layer_norm: bool | None = None  # None: fused on CUDA only (the CPU kernel is slow)
+    device: str = "cpu"  # cuda: the CUDA execution provider; tensorrt: TensorRT EP (fp16 engines), CUDA behind it
+    fuse_skip_layer_norm: bool | None = None  # None: fused on a GPU only (the CPU kernel is slow)
+    io_binding: bool | None = None  # None: on a GPU (output kept on the device, one copy back per batch)
 
 
 @dataclass(frozen=True)

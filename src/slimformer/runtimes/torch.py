@@ -1,5 +1,6 @@
 """PyTorch eager runtime under inference_mode: float32 by default, or whatever the artifact holds
-(fp16/bf16 weights, a dynamically quantized int8 state dict, bitsandbytes NF4)."""
+(fp16/bf16 weights, a dynamically quantized int8 state dict, bitsandbytes NF4), on the CPU or (`device=cuda`) the
+first GPU: model and inputs on the device, and `forward` waits for the GPU before it returns, so it can be timed."""
 
 from __future__ import annotations
 
@@ -10,9 +11,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import ModelError
 from ..models import load_classifier, load_int8_classifier
 from .base import Predictor, artifact_for
 from .options import runtime_options
+
+
+def check_device(name: str) -> torch.device:
+    """The torch device for the `device` option, refused in one line when this torch has no GPU."""
+    if name == "cuda" and not torch.cuda.is_available():
+        build = "a CPU-only build of torch" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise ModelError(f"device cuda asked for, but {build} (torch {torch.__version__}); use device=cpu")
+    return torch.device("cuda", 0) if name == "cuda" else torch.device("cpu")
 
 
 class TorchPredictor(Predictor):
@@ -39,16 +49,27 @@ class TorchPredictor(Predictor):
         artifact, max_length = artifact_for(path, ("hf", "torch-int8"), cls.runtime, opts.max_length)
         # tokenized through transformers (as in training): the check of every built step then compares the
         # ONNX/OpenVINO runtimes' own tokenization (from tokenizer.json, encoding.py) with it on real texts
+        device = check_device(opts.device)
         if artifact.format == "torch-int8":
+            if device.type != "cpu":
+                raise ModelError("PyTorch dynamic INT8 runs on the CPU only (no CUDA kernels): use device=cpu, or an "
+                                 "ONNX INT8 model on onnxruntime with device=cuda")
             model, tokenizer = load_int8_classifier(str(artifact.path)), artifact.tokenizer()
-        else:
-            model, tokenizer, _ = load_classifier(str(artifact.path), trust_remote_code=opts.trust_remote_code)
+        else:  # a bitsandbytes (nf4) checkpoint is placed by its loader; every other model is moved here
+            model, tokenizer, _ = load_classifier(str(artifact.path), trust_remote_code=opts.trust_remote_code,
+                                                  device=str(device))
+            if not getattr(model, "is_quantized", False):
+                model.to(device)
         return cls(model, tokenizer, artifact.labels, max_length, threads, source=str(artifact.path))
 
     def forward(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
-        inputs = {k: torch.from_numpy(v).to(self.device) for k, v in encoded.items() if k in self._inputs}
+        inputs = {k: torch.from_numpy(v).to(self.device, non_blocking=True) for k, v in encoded.items()
+                  if k in self._inputs}
         with torch.inference_mode():
-            return self.model(**inputs).logits.float().cpu().numpy()
+            logits = self.model(**inputs).logits.float().cpu().numpy()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # the copy back waited already; nothing queued may outlive a timing
+        return logits
 
     def model_files(self) -> list[Path]:
         from ..artifacts import open_artifact

@@ -1,0 +1,17 @@
+from conftest import keyword_rows
+
+from slimformer.bench import scenarios
+from slimformer.bench.energy import EnergyMeter
+from slimformer.runtimes import load_predictor
+
+
+def test_throughput_runs_each_batch_as_one_pass_and_measures_its_energy(tiny_bert, tmp_path):
+    """A batch of 64 is one forward pass of 64 texts (a GPU is measured at batch 256, not 8 passes of 32)."""
+    predictor = load_predictor(tiny_bert, "torch")
+    sizes, forward = [], predictor.forward
+    predictor.forward = lambda encoded: sizes.append(len(encoded["input_ids"])) or forward(encoded)
+    texts = [r["text"] for r in keyword_rows(100)]
+    result = scenarios.throughput(predictor, texts, 64, min_seconds=0.01, min_texts=1, repeats=2,
+                                  meter=EnergyMeter(tmp_path / "no-powercap"))
+    assert sizes == [64, 64, 36] and result["batch_size"] == 64 and len(result["runs"]) == 2
+    assert result["energy"]["texts"] == 100 and result["energy"]["joules_per_1k_texts"] is None
