@@ -42,15 +42,12 @@ def _ints(value: str, option: str) -> list[int]:
 
 def _note_truncation(model: str, texts: list[str], max_length: int | None, what: str) -> None:
     """One line on stderr when `texts` are longer than the model's max_length (`max_length`, else the model's)."""
-    from .artifacts import check_max_length, max_positions
-    from .encoding import load_encoder, truncation, truncation_line
+    from .encoding import truncation_note
     from .models import resolve
 
-    path = resolve(model)
-    length = check_max_length(path, max_length)
-    line = truncation_line(truncation(load_encoder(path, length), texts, length), length, what, max_positions(path))
+    line, _ = truncation_note(resolve(model), texts, max_length, what)
     if line:
-        Console(stderr=True).print(f"note: {line}", highlight=False, soft_wrap=True)
+        Console(stderr=True).print(f"note: {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def _options(items: list[str]) -> dict[str, str]:

@@ -163,11 +163,11 @@ def truncation_note(model: str | Path, texts: list[str], max_length: int | None,
                     what: str) -> tuple[str | None, int | None]:
     """(the one line a command prints when `texts` get truncated at the model's token limit, or None; a longer
     limit the model takes that keeps 99% of them whole, or None when there is none)."""
-    from .artifacts import check_max_length, configured_max_length
+    from .artifacts import check_max_length, max_positions
 
     length = check_max_length(model, max_length)
     stats = truncation(load_encoder(model, length), texts, length)
-    limit = configured_max_length(model)
+    limit = max_positions(model)  # the most a --max-length may ask for
     target = stats["p99_tokens"] if stats["p99_tokens"] > length else stats["max_tokens"]
     target = min(target, limit or target)
     return truncation_line(stats, length, what, limit), (target if target > length else None)
