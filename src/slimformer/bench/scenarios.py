@@ -27,11 +27,12 @@ def logits(predictor: Predictor, texts: list[str], batch_size: int, progress: Pr
 
     Batch 1 is the mode whose latency is reported; padded batches are what offline scoring and a dynamic-batching
     server run. Both are kept: a variant whose answers move between them depends on its batch-mates."""
+    chunk = batch_size * max(1, 256 // batch_size)  # whole batches: the same batches one call would make
     parts = []
-    for i in range(0, len(texts), batch_size):
-        parts.append(predictor.forward(predictor.tokenize(texts[i:i + batch_size])))
-        progress(stage, min(i + batch_size, len(texts)), len(texts))
-    return np.concatenate(parts) if parts else np.zeros((0, len(predictor.labels)), np.float32)
+    for i in range(0, len(texts), chunk):
+        parts.append(predictor.logits(texts[i:i + chunk], batch_size))
+        progress(stage, min(i + chunk, len(texts)), len(texts))
+    return np.concatenate(parts) if parts else predictor.logits(texts, batch_size)
 
 
 def latency(predictor: Predictor, texts: list[str], warmup: int,
