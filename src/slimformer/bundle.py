@@ -15,6 +15,7 @@ from pathlib import Path
 from . import __version__
 from .cache import MANIFEST, atomic_dir, write_json
 from .errors import OutputError, SlimformerError
+from .metrics import merged_invariance
 
 
 def _results(run: Path) -> dict:
@@ -65,7 +66,8 @@ def export_bundle(run: Path, out: Path, variant: str | None = None, overwrite: b
             "metrics": {"decision_split": row["decision_split"], "accuracy": row["accuracy"],
                         "macro_f1": row["macro_f1"], "accuracy_drop_points": row["drop_points"],
                         "splits": row["splits"], "speedup": row["speedup"],
-                        "batch_invariance": _invariance(entry),
+                        "batch_invariance": merged_invariance([q["batch_invariance"]
+                                                               for q in entry["quality"].values()]),
                         "latency_ms_end_to_end": entry["latency_ms"]["end_to_end"],
                         "size_mb": entry["size_mb"], "throughput": entry["throughput"],
                         "peak_rss_mb": entry["memory"]["peak_rss_mb"], "cold_start": entry.get("cold_start")},
@@ -80,15 +82,6 @@ def export_bundle(run: Path, out: Path, variant: str | None = None, overwrite: b
             shutil.copy2(f, tmp / f.name)
         write_json(tmp / MANIFEST, manifest)
     return manifest
-
-
-def _invariance(entry: dict) -> dict:
-    """The variant's batch-invariance over every split it was measured on: the worst label-change rate and logit
-    move between batch 1 and padded batches (what a dynamic-batching server may change)."""
-    figures = [q["batch_invariance"] for q in entry["quality"].values()]
-    return {"label_change_rate": max(f["label_change_rate"] for f in figures),
-            "max_abs_logit_diff": max(f["max_abs_logit_diff"] for f in figures),
-            "flagged": any(f["flagged"] for f in figures), "n": sum(f["n"] for f in figures)}
 
 
 def bundle_settings(path: str | Path) -> dict:

@@ -82,3 +82,16 @@ def batch_invariance(single: np.ndarray, batched: np.ndarray, tolerance: float =
     diff = float(np.max(np.abs(single - batched))) if len(single) else 0.0
     return {"label_change_rate": changed, "max_abs_logit_diff": diff, "n": int(len(single)),
             "flagged": bool(changed > 0 or diff > tolerance)}
+
+
+def merged_invariance(figures: list[dict]) -> dict:
+    """One batch-invariance figure over several splits: the worst label-change rate and logit move, flagged if
+    any split is."""
+    return {"label_change_rate": max(f["label_change_rate"] for f in figures),
+            "max_abs_logit_diff": max(f["max_abs_logit_diff"] for f in figures),
+            "flagged": any(f["flagged"] for f in figures), "n": sum(f["n"] for f in figures)}
+
+
+def invariance_text(figure: dict) -> str:
+    """'0.7% labels change, max Δlogit 1.4' for a (merged) batch-invariance figure."""
+    return f"{100 * figure['label_change_rate']:.1f}% labels change, max Δlogit {figure['max_abs_logit_diff']:.2g}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..hardware import gpu_text
+from ..metrics import invariance_text, merged_invariance
 from .energy import energy_text
 from .stats import LatencyStats
 
@@ -25,13 +26,13 @@ def rows(results: dict) -> list[list[str]]:
         model = LatencyStats.from_dict(v["latency_ms"]["model"])
         tput = "/".join(f"{t['texts_per_s']:.0f}" for t in v["throughput"])
         quality = [x for q in v["quality"].values() for x in (f"{100 * q['accuracy']:.2f}", f"{q['macro_f1']:.4f}")]
-        flagged = [q["batch_invariance"] for q in v["quality"].values() if q["batch_invariance"]["flagged"]]
+        invariance = merged_invariance([q["batch_invariance"] for q in v["quality"].values()])
         out.append([
             v["name"], str(v["threads"]), *quality, e2e.cell(), f"{e2e.mean:.2f}±{e2e.std:.2f}", f"{model.p50:.2f}",
             tput, energy_text(v.get("energy")), f"{v['size_mb']:.1f}" if v.get("size_mb") is not None else "-",
             f"{v['memory']['peak_rss_mb']:.0f}",
             f"{v['cold_start']['median_s']:.2f}" if v.get("cold_start") else "-",
-            "no: " + f"{100 * max(f['label_change_rate'] for f in flagged):.1f}% labels change" if flagged else "yes",
+            "no: " + invariance_text(invariance) if invariance["flagged"] else "yes",
         ])
     return out
 

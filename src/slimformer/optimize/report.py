@@ -11,6 +11,7 @@ import numpy as np
 from ..bench.energy import energy_text
 from ..cache import write_text
 from ..hardware import gpu_text
+from ..metrics import invariance_text, merged_invariance
 from .select import drop_text, miss_text
 
 
@@ -139,7 +140,7 @@ def table_rows(results: dict) -> list[list[str]]:
         tput = "/".join(f"{p['texts_per_s']:.0f}" for p in v["throughput"])
         opts = "".join(f" {k}={x}" for k, x in v["options"].items())
         worst = d["worst_class"]
-        inv = [s["batch_invariance"] for s in r["splits"].values()]
+        inv = merged_invariance([s["batch_invariance"] for s in r["splits"].values()])
         out.append([v["name"], v["runtime"] + opts, str(v["threads"]), f"{100 * d['accuracy']:.2f}",
                     drop_text(d, short=True),
                     f"{d['mcnemar_p']:.3g}", f"{-worst['drop_points']:+.1f} {worst['label']}" if worst else "-",
@@ -153,12 +154,6 @@ def table_rows(results: dict) -> list[list[str]]:
                     "within" if r["within"] else "misses " + ", ".join(m["what"] for m in r["misses"]),
                     "yes" if r["name"] in sel["pareto"] else ""])
     return out
-
-
-def invariance_text(figures: list[dict]) -> str:
-    changed = max(f["label_change_rate"] for f in figures)
-    diff = max(f["max_abs_logit_diff"] for f in figures)
-    return f"{100 * changed:.1f}% labels change, max Δlogit {diff:.2g}"
 
 
 def quality_text(row: dict, decision: str, held_out: list[str]) -> str:
@@ -187,8 +182,8 @@ def recommendation(results: dict, run: Path) -> tuple[str, list[str]]:
                 f"{sum(x['within'] for x in sel['rows'])} variants inside the budget ({sel['budget_text']}, checked "
                 f"on {decision}).")
         if r["batch_dependent"]:
-            text += (" Its answers depend on their batch-mates (" + invariance_text(
-                [s["batch_invariance"] for s in r["splits"].values()]) + "); the budget used its worse mode.")
+            text += (" Its answers depend on their batch-mates (" + invariance_text(merged_invariance(
+                [s["batch_invariance"] for s in r["splits"].values()])) + "); the budget used its worse mode.")
         name = r["name"]
     else:
         c = sel["closest"]
