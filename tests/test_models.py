@@ -3,6 +3,7 @@ import json
 import pytest
 from conftest import TOPICS
 
+from slimformer.artifacts import open_artifact
 from slimformer.data import load_dataset
 from slimformer.errors import ModelError, OutputError
 from slimformer.models import classifier_labels, load_classifier
@@ -21,8 +22,10 @@ def test_not_a_classifier_and_missing_paths_are_refused(tmp_path, tiny_bert):
     encoder.mkdir()
     config = json.loads((tiny_bert / "config.json").read_text()) | {"architectures": ["BertModel"]}
     (encoder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ModelError, match="not a sequence classifier"):
+    with pytest.raises(ModelError, match="not a classification model but embedding"):
         classifier_labels(str(encoder))
+    assert open_artifact(encoder).task.name == "embedding" and open_artifact(encoder).labels == []
+    assert open_artifact(encoder).pooling == {"mode": "mean", "normalize": True}
     with pytest.raises(ModelError, match="model not found"):
         load_classifier(str(tmp_path / "nope" / "model"))
     (tmp_path / "file.txt").write_text("x")

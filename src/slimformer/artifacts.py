@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .cache import read_manifest
 from .errors import ModelError
+from .tasks import get_task, pooling_from_config, task_from_config
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 # format -> the files that hold the model itself (weights and graph)
@@ -38,6 +39,16 @@ class Artifact:
     @property
     def labels(self) -> list[str]:
         return self.manifest["labels"]
+
+    @property
+    def task(self):
+        """The Task this model is for (tasks/): recorded in the manifest, else classification (older artifacts)."""
+        return get_task(self.manifest.get("task", "classification"))
+
+    @property
+    def pooling(self) -> dict | None:
+        """How an embedding model pools token states (tasks.pooling_from_config), as recorded when it was opened."""
+        return self.manifest.get("pooling")
 
     @property
     def max_length(self) -> int | None:
@@ -88,14 +99,17 @@ def content_key(path: Path) -> str:
 
 
 def open_artifact(path: str | Path) -> Artifact:
-    """Any slimformer artifact, or a plain Hugging Face classifier directory."""
-    from .models import classifier_labels, resolve
+    """Any slimformer artifact, or a plain Hugging Face directory of any task (tasks/)."""
+    from .models import model_labels, resolve
 
     path = Path(resolve(str(path)))
     manifest = read_manifest(path)
     if "format" not in manifest:  # a plain HF checkpoint (maybe from `slimformer train`)
-        manifest = {"format": "hf", "labels": manifest.get("labels") or classifier_labels(str(path)),
-                    "max_length": manifest.get("max_length"), "steps": [], "source": str(path)}
+        task = get_task(manifest["task"]) if "task" in manifest else task_from_config(path)
+        manifest = {"format": "hf", "task": task.name,
+                    "labels": manifest.get("labels") or model_labels(str(path), task),
+                    "max_length": manifest.get("max_length"), "steps": [], "source": str(path),
+                    **({} if task.labelled else {"pooling": manifest.get("pooling") or pooling_from_config(path)})}
     return Artifact(path, manifest)
 
 

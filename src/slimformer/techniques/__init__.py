@@ -132,8 +132,10 @@ def apply_step(source: Artifact, config: TechniqueConfig, context: BuildContext)
             raise BuildError(f"{config.name} failed: {first_line(e)}") from e
         step = {**config.to_dict(), "changes_weights": config.changes_weights, "stats": stats,
                 "seconds": round(time.perf_counter() - started, 2)}
-        manifest = {"source": source.manifest.get("source", str(source.path)), "labels": source.labels,
-                    "max_length": source.max_length, "format": config.output or source.format, "key": key,
+        manifest = {"source": source.manifest.get("source", str(source.path)), "task": source.task.name,
+                    "labels": source.labels, "max_length": source.max_length,
+                    **({"pooling": source.pooling} if source.pooling else {}),
+                    "format": config.output or source.format, "key": key,
                     "steps": [*source.manifest.get("steps", []), step]}
         write_json(tmp / "manifest.json", manifest)  # the temporary directory is loadable; not yet complete
         if context.check_texts:

@@ -1,4 +1,4 @@
-"""`onnx`: export a Hugging Face classifier with torch.onnx.export (TorchScript exporter, one file).
+"""`onnx`: export a Hugging Face model, its task's head (models.task_head), with torch.onnx.export (one file).
 
 The TorchScript exporter (dynamo=False) is used because its graph gets ORT's full transformer fusion
 (Attention included); the dynamo export does not (FINDINGS.md). The build checks the exported logits
@@ -39,34 +39,38 @@ class OnnxExportConfig(TechniqueConfig):
 def export_onnx(config: OnnxExportConfig, source: Artifact, out: Path, context: BuildContext) -> dict:
     import torch
 
-    from ..models import load_classifier
+    from ..models import load_model, task_head
 
     if source.steps_changing_weights():
         raise BuildError(f"onnx: export a float model; {source.path} was made by "
                          f"{', '.join(source.steps_changing_weights())}")
+    task = source.task
     # eager attention: the SDPA graph hides the attention pattern from ORT's Attention fusion
-    model, tokenizer, _ = load_classifier(str(source.path), attn_implementation="eager")
+    model, tokenizer, _ = load_model(str(source.path), task, attn_implementation="eager")
     model = model.float().eval()
     accepted = set(inspect.signature(model.forward).parameters)
     names = [n for n in INPUT_ORDER if n in tokenizer.model_input_names and n in accepted]
     sample = tokenizer(["a short example text", "and a second, somewhat longer example text"], padding=True,
                        return_tensors="pt")
+    head = task_head(model, task, source.pooling)
 
-    class Logits(torch.nn.Module):  # positional inputs in a fixed order, logits out
+    class Positional(torch.nn.Module):  # positional inputs in a fixed order, the task's output out
         def __init__(self) -> None:
             super().__init__()
-            self.model = model
+            self.head = head
 
         def forward(self, *args):
-            return self.model(**dict(zip(names, args, strict=True))).logits
+            return self.head(**dict(zip(names, args, strict=True)))
 
-    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
+    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {
+        task.output: {0: "batch", 1: "sequence"} if task.per_token else {0: "batch"}}
     try:
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about Python control flow on shapes
-            torch.onnx.export(Logits(), tuple(sample[n] for n in names), str(out / "model.onnx"), input_names=names,
-                              output_names=["logits"], dynamic_axes=axes, opset_version=config.opset, dynamo=False)
+            torch.onnx.export(Positional(), tuple(sample[n] for n in names), str(out / "model.onnx"),
+                              input_names=names, output_names=[task.output], dynamic_axes=axes,
+                              opset_version=config.opset, dynamo=False)
     except Exception as e:
         arch = ", ".join(model.config.architectures or [type(model).__name__])
         raise BuildError(f"onnx: the exporter cannot handle {arch}: {first_line(e)}") from None
-    return {"opset": config.opset, "inputs": names}
+    return {"opset": config.opset, "inputs": names, "output": task.output}

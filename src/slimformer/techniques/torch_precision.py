@@ -47,12 +47,12 @@ class Nf4Config(TechniqueConfig):
 
 
 def _float_model(source: Artifact):
-    from ..models import load_classifier
+    from ..models import load_model
 
     if source.steps_changing_weights():
         raise BuildError(f"start from a float model; {source.path} was made by "
                          f"{', '.join(source.steps_changing_weights())}")
-    model, _, _ = load_classifier(str(source.path))
+    model, _, _ = load_model(str(source.path), source.task)
     return model
 
 
@@ -98,7 +98,8 @@ def fp16(config: Fp16Config, source: Artifact, out: Path, context: BuildContext)
 @register(Nf4Config)
 def nf4(config: Nf4Config, source: Artifact, out: Path, context: BuildContext) -> dict:
     import torch
-    from transformers import AutoModelForSequenceClassification, BitsAndBytesConfig
+    import transformers
+    from transformers import BitsAndBytesConfig
 
     try:
         import bitsandbytes  # noqa: F401
@@ -109,8 +110,8 @@ def nf4(config: Nf4Config, source: Artifact, out: Path, context: BuildContext) -
                                       bnb_4bit_use_double_quant=config.double_quant,
                                       bnb_4bit_compute_dtype=torch.float32, llm_int8_skip_modules=list(config.keep))
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForSequenceClassification.from_pretrained(str(source.path), quantization_config=quantization,
-                                                               device_map=device)
+    auto = getattr(transformers, source.task.auto_class)
+    model = auto.from_pretrained(str(source.path), quantization_config=quantization, device_map=device)
     model.save_pretrained(out)
     n = sum(1 for m in model.modules() if type(m).__name__ == "Linear4bit")
     return {"nf4_linear_layers": n, "double_quant": config.double_quant, "kept_in_float": list(config.keep)}
