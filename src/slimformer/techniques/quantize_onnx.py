@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..artifacts import default_max_length
 from .base import Artifact, BuildContext, BuildError, TechniqueConfig, onnx_path, register
 
 QUANT_TYPES = ("int8", "uint8")
@@ -101,8 +102,6 @@ class TextCalibrationReader:
     Tokenized as the runtimes will: the artifact's encoder at the model's default max_length."""
 
     def __init__(self, source: Artifact, texts: list[str], input_names: list[str]) -> None:
-        from ..artifacts import default_max_length
-
         encoder = source.encoder(default_max_length(source.path))
         self._batches = iter([{k: v for k, v in encoder([t]).items() if k in input_names} for t in texts])
 
