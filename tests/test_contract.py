@@ -123,9 +123,9 @@ def test_ort_optimize_writes_runtime_settings_that_runtimes_read(tiny_bert, tmp_
                                       "operator_domains": {"com.microsoft": "ort-optimize"}}
     assert load_predictor(fused.path).describe()["graph_optimization_level"] == "basic"
     assert load_predictor(fused.path, graph_optimization_level="all").describe()["graph_optimization_level"] == "all"
-    with pytest.raises(ModelError, match=r"^openvino cannot run .*fused: ort-optimize fused it into operators only "
-                                         r"another runtime runs \(com.microsoft domain\); build the openvino variant "
-                                         r"without ort-optimize$"):
+    with pytest.raises(ModelError, match=r"^openvino cannot run .*fused: ort-optimize fused it into ONNX Runtime-only "
+                                         r"operators \(com.microsoft domain\); build the openvino variant without "
+                                         r"ort-optimize$"):
         load_predictor(fused.path, "openvino")
     # the runtime reads the settings, not the step: any step recording a domain is refused the same way
     plain = build(tiny_bert, parse_recipe("onnx"), tmp_path / "plain", BuildContext())
@@ -135,7 +135,8 @@ def test_ort_optimize_writes_runtime_settings_that_runtimes_read(tiny_bert, tmp_
     manifest["runtime_settings"] = {"operator_domains": {"org.example": "some-step"},
                                     "options": {"onnxruntime": {"graph_optimization_level": "extended"}}}
     (tmp_path / "marked" / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ModelError, match="some-step fused it .*org.example domain.*without some-step$"):
+    with pytest.raises(ModelError, match=r"some-step fused it into operators openvino does not run \(org.example "
+                                         "domain\); build the openvino variant without some-step$"):
         load_predictor(tmp_path / "marked", "openvino")
     assert load_predictor(tmp_path / "marked").describe()["graph_optimization_level"] == "extended"
     unfused = build(fused.path.parent / "plain", parse_recipe("ort-optimize:fusion=false"), None, BuildContext())

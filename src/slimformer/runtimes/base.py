@@ -14,6 +14,7 @@ from ..errors import ModelError
 from .options import RuntimeOptions, runtime_options
 
 STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
+DOMAIN_OWNERS = {"com.microsoft": "ONNX Runtime"}  # operator domains only one runtime implements
 
 
 class Predictor(ABC):
@@ -88,8 +89,9 @@ class Predictor(ABC):
         if cls.operator_domains is not None:
             for domain, step in artifact.operator_domains().items():
                 if domain not in STANDARD_DOMAINS + cls.operator_domains:
-                    raise ModelError(f"{cls.runtime} cannot run {path}: {step} fused it into operators only another "
-                                     f"runtime runs ({domain} domain); build the {cls.runtime} variant without "
-                                     f"{step}")
+                    what = f"{DOMAIN_OWNERS[domain]}-only operators" if domain in DOMAIN_OWNERS else \
+                        f"operators {cls.runtime} does not run"
+                    raise ModelError(f"{cls.runtime} cannot run {path}: {step} fused it into {what} ({domain} "
+                                     f"domain); build the {cls.runtime} variant without {step}")
         opts = runtime_options(cls.runtime, options, threads, artifact.runtime_options(cls.runtime))
         return artifact, opts, check_max_length(artifact.path, opts.max_length)
