@@ -96,7 +96,10 @@ class OpenVinoPredictor(Predictor):
         batch, length = encoded["input_ids"].shape
         bucket = next((b for b in self.static if b >= length), None) if batch == 1 else None
         if bucket is not None:
-            return np.array(self.static[bucket].infer(self._pad(encoded, bucket))[0], dtype=np.float32)
+            out = np.array(self.static[bucket].infer(self._pad(encoded, bucket))[0], dtype=np.float32)
+            if out.ndim == 3:  # one row per token (ner): the bucket's padding goes again
+                out = out[:, -length:] if self.encoder.padding_side == "left" else out[:, :length]
+            return out
         feed = {name: encoded[name].astype(np.int64, copy=False) for name in self.input_names}
         return np.array(self.request.infer(feed)[0], dtype=np.float32)
 
