@@ -113,6 +113,19 @@ def test_no_runtime_or_fallback_names_a_technique():
         named = [n for n in techniques if re.search(rf"""["']{re.escape(n)}["']""", text)]
         assert not named and '["technique"]' not in text, f"{path.name} names {named} or reads a step's technique"
         assert "HANDLERS" not in text and not re.search(r"import .*\b_[a-z]", text), path.name
+    assert "quantize_onnx" not in (SRC / "optimize" / "fallback.py").read_text()  # nor imports one's config
+
+
+def test_fallback_asks_the_step_for_its_probe():
+    from slimformer.optimize.fallback import can_fall_back
+
+    assert can_fall_back(parse_recipe("onnx,int8-dynamic")) and can_fall_back(parse_recipe("onnx,int8-static"))
+    assert not can_fall_back(parse_recipe("onnx,ort-optimize")) and not can_fall_back([])
+    static = parse_recipe("int8-static:exclude=a:calibration_size=256")[0].probe("n")
+    assert (static.only, static.exclude, static.calibration_size) == (("n",), (), 64)
+
+
+def test_techniques_do_not_import_runtimes():
     for path in [*(SRC / "techniques").glob("*.py")]:
         assert "runtimes" not in re.sub(r'""".*?"""|#.*', "", path.read_text(), flags=re.S), path.name
 

@@ -19,14 +19,14 @@ from .. import check
 from ..metrics import log_softmax
 from ..techniques import build, write_step
 from ..techniques.base import Artifact, BuildContext, TechniqueConfig
-from ..techniques.quantize_onnx import DynamicQuantConfig, StaticQuantConfig
 
 WEIGHT_OPS = {"MatMul", "Gemm", "Attention", "Gather", "EmbedLayerNormalization"}
 PROBE_TEXTS = 128
 
 
 def can_fall_back(recipe: list[TechniqueConfig]) -> bool:
-    return bool(recipe) and isinstance(recipe[-1], DynamicQuantConfig | StaticQuantConfig)
+    """Whether the recipe's last step can keep nodes in float: it can be applied to one node alone (a probe)."""
+    return bool(recipe) and recipe[-1].probe("") is not None
 
 
 def quantizable_nodes(artifact: Artifact, config: TechniqueConfig) -> list[str]:
@@ -50,12 +50,10 @@ def sensitivity(float_artifact: Artifact, config: TechniqueConfig, context: Buil
     """Every quantizable node, most sensitive first: {node, kl, flips} with only that node quantized."""
     task = float_artifact.task
     reference = check.outputs(check.load(float_artifact), texts, task)
-    probe = replace(config, exclude=(), only=()) if isinstance(config, DynamicQuantConfig) else \
-        replace(config, exclude=(), only=(), calibration_size=min(64, config.calibration_size))
     scores = []
     for node in quantizable_nodes(float_artifact, config):
         with tempfile.TemporaryDirectory(prefix="slimformer-probe-") as tmp:
-            probed = write_step(float_artifact, replace(probe, only=(node,)), Path(tmp), context)
+            probed = write_step(float_artifact, config.probe(node), Path(tmp), context)
             logits = check.outputs(check.load(probed), texts, task)
         scores.append({"node": node, "kl": _mean_kl(logits, reference),
                        "flips": int((logits.argmax(-1) != reference.argmax(-1)).sum())})

@@ -45,6 +45,12 @@ class TechniqueConfig:
         """Called by the build with the new artifact's agreement with its input (check.compare: max_abs_diff for
         every task, label flips for labelled ones, cosines for vectors); raise BuildError to refuse it."""
 
+    def probe(self, node: str) -> TechniqueConfig | None:
+        """This step applied to one graph node alone, for the mixed-precision fallback's sensitivity ranking
+        (optimize/fallback.py): None (the default) where the technique cannot select nodes. One that can also
+        takes the nodes to keep out of it as `exclude`."""
+        return None
+
     def runtime_settings(self, stats: dict) -> dict:
         """What the artifact this step made requires of runtimes, from the handler's stats (the manifest's
         `runtime_settings`, see artifacts.py): {"options": {runtime: {option: value}}, "operator_domains":

@@ -8,7 +8,7 @@ the training split with MinMax, Entropy or Percentile.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..artifacts import default_max_length
@@ -33,6 +33,9 @@ class DynamicQuantConfig(TechniqueConfig):
     exclude: tuple[str, ...] = ()  # node names kept in float
     only: tuple[str, ...] = ()  # quantize just these nodes (sensitivity probes); empty: all
 
+    def probe(self, node: str) -> DynamicQuantConfig:
+        return replace(self, exclude=(), only=(node,))
+
 
 @dataclass(frozen=True)
 class StaticQuantConfig(TechniqueConfig):
@@ -48,6 +51,9 @@ class StaticQuantConfig(TechniqueConfig):
     exclude: tuple[str, ...] = ()
     only: tuple[str, ...] = ()
     calibration_size: int = 256
+
+    def probe(self, node: str) -> StaticQuantConfig:  # a smaller calibration set: one probe per node
+        return replace(self, exclude=(), only=(node,), calibration_size=min(64, self.calibration_size))
 
 
 def op_counts(path: Path) -> Counter:
