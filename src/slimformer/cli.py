@@ -105,6 +105,11 @@ def train(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Where to write the fine-tuned checkpoint.")],
     base: Annotated[str, typer.Option(help="Base encoder: a packaged name (minilm-l6), a local HF model "
                                       "directory, or a hub id when online.")] = "minilm-l6",
+    task: Annotated[str | None, typer.Option(help="classification (a label per text) or ner (an IOB2 tag per word: "
+                                             "a token classifier). Default: what the data is (conll2003 and "
+                                             "CoNLL files are ner). NER files: CoNLL columns (token ... tag) or "
+                                             "JSONL with 'tokens' and 'tags' (other names: --text-column, "
+                                             "--label-column).")] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 4,
     lr: Annotated[float, typer.Option(min=0.0)] = 1e-4,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
@@ -118,20 +123,31 @@ def train(
                                            "CUDA), fp16 (CUDA) or auto.")] = "fp32",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing, different model at --out.")] = False,
 ) -> None:
-    """Fine-tune a sequence classifier (AdamW, linear warm-up, best epoch on validation kept).
+    """Fine-tune a sequence classifier, or a token classifier with --task ner (AdamW, linear warm-up, best epoch
+    on validation kept: accuracy, or entity-level F1 for NER).
 
     An existing model at --out made from the same base, data and settings is reused, not retrained.
+    Example: slimformer train --task ner --data conll2003 --max-length 128 --epochs 2 --out runs/ner
     """
     from .data import load_dataset
     from .training import TrainConfig, train_classifier
 
-    dataset = load_dataset(data, text_column, label_column, split_column, seed)
-    _note_truncation(base, dataset["test"].texts, max_length, "test texts")
+    dataset = load_dataset(data, text_column, label_column, split_column, seed, task=task)
+    _note_truncation(base, dataset["test"].texts, max_length, "test sentences" if dataset.task == "ner" else
+                     "test texts")
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
                          max_train_samples=max_train_samples, precision=precision)
     manifest = train_classifier(base, dataset, out_dir, config, overwrite=overwrite)
     m = manifest["metrics"]
     verb = "reused" if manifest.get("reused") else f"trained in {manifest['train_seconds']:.0f} s"
+    if dataset.task == "ner":
+        cut = sum(m[s].get("cut_words", 0) for s in m)
+        out.print(f"{out_dir}: {verb}; best epoch {manifest['best_epoch']}; entity F1 validation "
+                  f"{100 * m['validation']['f1']:.2f}, test {100 * m['test']['f1']:.2f} (precision "
+                  f"{100 * m['test']['precision']:.2f}, recall {100 * m['test']['recall']:.2f}; "
+                  f"{m['test']['entities']} entities in {m['test']['n']} sentences)"
+                  + (f"; {cut} words cut by --max-length were answered O" if cut else ""))
+        return
     out.print(f"{out_dir}: {verb}; best epoch {manifest['best_epoch']}; validation accuracy "
               f"{100 * m['validation']['accuracy']:.2f}%; test accuracy {100 * m['test']['accuracy']:.2f}% "
               f"(macro-F1 {m['test']['macro_f1']:.4f}, {m['test']['n']} texts)")
