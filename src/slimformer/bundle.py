@@ -59,12 +59,13 @@ def export_bundle(run: Path, out: Path, variant: str | None = None, overwrite: b
     if Path(out).exists() and not overwrite:
         raise OutputError(f"{out} exists already; choose another --out or pass --overwrite")
     manifest = {
-        "format": artifact.format, "labels": artifact.labels, "max_length": entry["predictor"]["max_length"],
+        "format": artifact.format, "task": artifact.task.name, "labels": artifact.labels,
+        **({"pooling": artifact.pooling} if artifact.pooling else {}), "max_length": entry["predictor"]["max_length"],
         "steps": artifact.manifest.get("steps", []), "source": artifact.manifest.get("source", str(artifact.path)),
         "bundle": {
             "variant": name, "runtime": entry["runtime"], "threads": entry["threads"], "options": entry["options"],
-            "metrics": {"decision_split": row["decision_split"], "accuracy": row["accuracy"],
-                        "macro_f1": row["macro_f1"], "accuracy_drop_points": row["drop_points"],
+            "metrics": {"decision_split": row["decision_split"], "task": results.get("task", "classification"),
+                        "metric": row["metric"], row["metric"]: row["quality"], "drop_points": row["drop_points"],
                         "splits": row["splits"], "speedup": row["speedup"],
                         "batch_invariance": merged_invariance([q["batch_invariance"]
                                                                for q in entry["quality"].values()]),

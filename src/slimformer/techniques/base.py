@@ -32,6 +32,7 @@ class TechniqueConfig:
     revision: ClassVar[int] = 1  # bump when the handler's output changes: part of the cache key
     # distributions whose code makes the output (their versions are part of the cache key)
     libraries: ClassVar[tuple[str, ...]] = ()
+    tasks: ClassVar[tuple[str, ...] | None] = None  # the tasks it applies to (None: every task)
 
     def to_dict(self) -> dict[str, Any]:
         return {"technique": self.name, **dataclasses.asdict(self)}

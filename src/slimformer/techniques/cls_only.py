@@ -33,6 +33,7 @@ class ClsOnlyConfig(TechniqueConfig):
     changes_weights = False
     name = "cls-only"
     libraries = ("onnx",)
+    tasks = ("classification",)  # a sequence classifier's head reads one token; embeddings pool every token
     tolerance: float = 1e-4  # max abs logit difference to the input model on the check texts
 
     def check_result(self, check: dict) -> None:
