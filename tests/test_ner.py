@@ -16,7 +16,8 @@ from conftest import FILLER
 from slimformer.data import TokenDataset, load_dataset
 from slimformer.encoding import IGNORE_INDEX, TextEncoder, align_labels, split_words
 from slimformer.errors import DataError
-from slimformer.ner import entities, entity_metrics, entity_spans, predict_words
+from slimformer.ner import WordAnswers, answer_words, entities, entity_metrics, entity_spans
+from slimformer.tasks.scoring import scoring_for
 
 FIRST = ["anna", "boris", "carla", "dmitri"]
 LAST = ["smith", "jones"]
@@ -160,13 +161,13 @@ def test_first_sub_token_carries_the_tag_and_cut_words_are_answered_o(tiny_tagge
     predictor = TorchPredictor(model, tokenizer, labels, max_length=64, threads=1, task=load_ner_task())
     with torch.inference_mode():
         token_logits = model(**{k: torch.from_numpy(v) for k, v in encoded.items()}).logits.numpy()
-    answers, cut = predict_words(predictor, words, batch_size=2)
-    assert cut == 0
-    np.testing.assert_allclose(answers[0], token_logits[0, [1, 2, 4, 5]], atol=1e-5)
+    answers = predictor.answers([" ".join(w) for w in words], batch_size=2)  # the scored path: text.split()
+    assert isinstance(answers, WordAnswers) and answers.cut_words() == 0
+    np.testing.assert_allclose(answers.rows[0], token_logits[0, [1, 2, 4, 5]], atol=1e-5)
     short = TorchPredictor(model, tokenizer, labels, max_length=4, threads=1, task=load_ner_task())
-    answers, cut = predict_words(short, words[:1])
-    assert cut == 2 and answers[0].shape == (4, len(labels))
-    assert [labels[i] for i in answers[0].argmax(-1)[2:]] == ["O", "O"]
+    answers = answer_words(short, words[:1])
+    assert answers.cut_words() == 2 and answers.rows[0].shape == (4, len(labels))
+    assert answers.tags()[0][2:] == ["O", "O"]
 
 
 def load_ner_task():
@@ -243,9 +244,55 @@ def test_train_ner_learns_the_word_rule_and_exports_per_token(tmp_path, tiny_tag
     assert artifact.task.name == "ner" and artifact.labels == manifest["labels"]
 
     test = load_dataset(str(conll_dir))["test"]
-    reference, _ = predict_words(load_predictor(out, "torch"), test.words)
-    onnx = build(out, parse_recipe("onnx"), context=BuildContext())  # per-token output (batch, sequence, labels)
-    assert onnx.task.name == "ner"
+    reference = load_predictor(out, "torch").answers(test.texts)
+    # per-token output (batch, sequence, labels), checked against PyTorch per word by the build
+    onnx = build(out, parse_recipe("onnx"), context=BuildContext(check_texts=test.texts[:8]))
+    assert onnx.task.name == "ner" and onnx.manifest["steps"][0]["check"]["max_abs_logit_diff"] < 1e-4
     for runtime, options in (("onnxruntime", {}), ("openvino", {"precision": "f32"})):
-        answers, _ = predict_words(load_predictor(onnx.path, runtime, **options), test.words, batch_size=8)
-        np.testing.assert_allclose(np.concatenate(answers), np.concatenate(reference), atol=1e-4)
+        answers = load_predictor(onnx.path, runtime, **options).answers(test.texts, batch_size=8)
+        np.testing.assert_allclose(np.concatenate(answers.rows), np.concatenate(reference.rows), atol=1e-4)
+    int8 = build(out, parse_recipe("onnx,int8-static"), context=BuildContext(
+        calibration_texts=load_dataset(str(conll_dir))["train"].texts, check_texts=test.texts[:8]))
+    assert int8.manifest["steps"][-1]["check"]["label_flip_rate"] < 0.2  # word tags, vs FP32
+
+
+# --- scoring (tasks/ner_scoring.py) -----------------------------------------------------------------------------
+
+
+def _answers(tags: list[list[str]], labels: list[str], noise: float = 0.0) -> WordAnswers:
+    rng = np.random.default_rng(0)
+    rows = []
+    for sentence in tags:
+        r = rng.normal(0, noise, (len(sentence), len(labels))).astype(np.float32)
+        r[np.arange(len(sentence)), [labels.index(t) for t in sentence]] += 5.0
+        rows.append(r)
+    return WordAnswers(rows, labels)
+
+
+def test_ner_scoring_budget_metric_stored_answers_and_sign_test(tmp_path):
+    labels = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    true = [["B-PER", "I-PER", "O", "B-LOC"], ["B-LOC", "O"], ["O", "O"], ["B-PER", "O", "B-LOC"]]
+    ref_tags = [["B-PER", "I-PER", "O", "B-LOC"], ["B-LOC", "O"], ["O", "O"], ["B-PER", "O", "O"]]
+    cand_tags = [["B-PER", "O", "O", "B-LOC"], ["B-LOC", "O"], ["O", "B-PER"], ["B-PER", "O", "O"]]
+    scoring = scoring_for("ner")
+    truth = [np.array([labels.index(t) for t in s]) for s in true]
+    reference, candidate = _answers(ref_tags, labels), _answers(cand_tags, labels)
+    # per-sentence contributions average to the split's entity F1 exactly (true 5, reference finds 4: F1 8/9)
+    for answers, tags in ((reference, ref_tags), (candidate, cand_tags)):
+        assert scoring.per_text(answers, truth).mean() == pytest.approx(entity_metrics(true, tags)["f1"])
+    assert scoring.score(reference, truth)["f1"] == pytest.approx(8 / 9)
+    path = tmp_path / "a.npz"
+    scoring.save(path, candidate)
+    loaded = scoring.load(path)
+    assert loaded.labels == labels
+    assert all(np.array_equal(a, b) for a, b in zip(loaded.rows, candidate.rows, strict=True))
+    agreement = scoring.agreement(candidate, reference)
+    assert agreement["word_agreement"] == pytest.approx(9 / 11)  # 2 of 11 word tags differ
+    assert agreement["entity_f1_vs_reference"] == pytest.approx(2 * 3 / (5 + 4))  # PER(0-1) cut, PER(s3 1) new
+    extra = scoring.compare_extra(truth, reference, candidate, None, None, {"per_class": {"PER": 1.0}},
+                                  {"per_class": {"PER": 0.5}})
+    assert (extra["lost"], extra["gained"]) == (2, 0)  # sentences 1 and 3 have more entity errors; none fewer
+    assert extra["class_drop"] == {"PER": 50.0} and extra["class_lost_texts"] == {"PER": 1}
+    invariance = scoring.invariance(reference, _answers(ref_tags, labels, noise=0.01))
+    assert invariance["label_change_rate"] == 0 and invariance["flagged"]  # logits moved beyond 1e-3
+    assert scoring.per_class(candidate, truth, labels) == {"LOC": pytest.approx(0.8), "PER": pytest.approx(0.4)}

@@ -3,6 +3,9 @@ entities with character spans for raw text.
 
 - A word's answer is its first sub-token's logits (the token that carried its tag in training); a word with no
   token (cut by the `max_length` truncation) is answered O and counted (`cut_words`).
+- Scored texts are sentences whose words are joined by single spaces (data.TokenSplit.texts): `text.split()` gives
+  the dataset's words back. Raw text (the server, `predict`) is cut into words by encoding.split_words, which
+  also gives each word's character span.
 - Entity-level precision, recall and F1 come from seqeval in its default mode, which is conlleval's (the CoNLL
   shared task's scorer): an I-TYPE that does not continue a TYPE entity starts one. `entity_spans` decodes tags by
   the same rules, so what the server returns is what the score counts.
@@ -11,6 +14,7 @@ entities with character spans for raw text.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,25 +42,37 @@ def word_logits(token_logits: np.ndarray, word_ids: list[int | None], n_words: i
     return out
 
 
-def predict_words(predictor, sentences: list[list[str]], batch_size: int = 32,
-                  by_length: bool = False) -> tuple[list[np.ndarray], int]:
-    """Per-word logits of `predictor` (any runtime whose model outputs (batch, tokens, labels)) for pre-split
-    sentences, in padded batches of `batch_size` (in the given order, or of sentences of similar length with
-    `by_length`: less padding, for scoring), in the given order; and how many words had no token (cut by
-    truncation)."""
+@dataclass
+class WordAnswers:
+    """Per-word logits of a model for some sentences (one (words, labels) array each) and its label names: what
+    the benchmark stores and scores for a token-classification model."""
+
+    rows: list[np.ndarray]
+    labels: list[str]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def tag_indices(self) -> list[np.ndarray]:
+        return [r.argmax(-1) for r in self.rows]
+
+    def tags(self) -> list[list[str]]:
+        return [[self.labels[i] for i in r] for r in self.tag_indices()]
+
+    def cut_words(self) -> int:
+        """Words the model did not see (cut by truncation), answered O: their rows are the CUT_LOGIT pattern."""
+        return int(sum(np.sum(np.sum(r == CUT_LOGIT, axis=-1) == r.shape[-1] - 1) for r in self.rows))
+
+
+def answer_words(predictor, sentences: list[list[str]]) -> WordAnswers:
+    """One padded batch of pre-split sentences through `predictor` (any runtime whose model outputs (batch,
+    tokens, labels)): each word's first sub-token's logits, O for a word without a token."""
     outside = outside_index(predictor.labels)
-    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i])) if by_length else range(len(sentences))
-    order = list(order)
-    answers: list[np.ndarray] = [np.zeros((0, len(predictor.labels)), np.float32)] * len(sentences)
-    cut = 0
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        encoded, word_ids = predictor.encoder.encode_words([sentences[i] for i in chunk])
-        logits = predictor.forward(encoded)
-        for row, (i, ids) in enumerate(zip(chunk, word_ids, strict=True)):
-            answers[i] = word_logits(logits[row], ids, len(sentences[i]), outside)
-            cut += len(sentences[i]) - len({w for w in ids if w is not None})
-    return answers, cut
+    encoded, word_ids = predictor.encoder.encode_words(sentences)
+    logits = predictor.forward(encoded) if sentences else np.zeros((0, 0, len(predictor.labels)), np.float32)
+    return WordAnswers([word_logits(logits[row], ids, len(words), outside)
+                        for row, (words, ids) in enumerate(zip(sentences, word_ids, strict=True))],
+                       list(predictor.labels))
 
 
 def entity_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
@@ -103,19 +119,6 @@ def entity_metrics(true_tags: list[list[str]], pred_tags: list[list[str]]) -> di
     return {"f1": float(f), "precision": float(p), "recall": float(r), "word_accuracy": correct / n_words,
             "per_type": per_type, "entities": sum(len(entity_spans(t)) for t in true_tags), "n": len(true_tags),
             "words": n_words}
-
-
-def tags_of(labels: Sequence[str], answers: list[np.ndarray]) -> list[list[str]]:
-    """Tag names per word from per-word logits (or tag indices)."""
-    return [[labels[i] for i in (a.argmax(-1) if a.ndim == 2 else a)] for a in answers]
-
-
-def evaluate(predictor, split, batch_size: int = 64) -> dict[str, Any]:
-    """Entity metrics of `predictor` on a data.TokenSplit whose tag indices are this model's, plus the words cut
-    by truncation (answered O, and scored so)."""
-    answers, cut = predict_words(predictor, split.words, batch_size, by_length=True)
-    metrics = entity_metrics(tags_of(predictor.labels, split.tags), tags_of(predictor.labels, answers))
-    return metrics | {"cut_words": cut}
 
 
 def entities(text: str, labels: Sequence[str], logits: np.ndarray,

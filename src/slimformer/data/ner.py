@@ -42,8 +42,19 @@ class TokenSplit:
         return [" ".join(w) for w in self.words]
 
     @property
+    def labels(self) -> list[np.ndarray]:
+        """The tags of each sentence (what a Predictor's evaluate scores against)."""
+        return self.tags
+
+    @property
     def n_words(self) -> int:
         return sum(len(w) for w in self.words)
+
+    def by_length(self) -> TokenSplit:
+        """The same sentences, shortest first: batches of similar length pad less (scores do not depend on order)."""
+        order = sorted(range(len(self)), key=lambda i: len(self.words[i]))
+        return TokenSplit([self.words[i] for i in order], [self.tags[i] for i in order])
+
 
     def head(self, n: int | None) -> TokenSplit:
         return self if n is None or n >= len(self) else TokenSplit(self.words[:n], self.tags[:n])
@@ -223,10 +234,19 @@ def _split_dir(path: Path) -> dict[str, Path]:
 
 
 def is_token_data(source: str) -> bool:
-    """Whether `source` is NER data by nature: a packaged NER corpus, a CoNLL file or a directory of them."""
+    """Whether `source` is NER data by nature: a packaged NER corpus, a CoNLL file or a directory of them, a JSONL
+    file whose rows hold "tokens" and "tags" lists."""
     path = Path(source).expanduser()
     if source in PACKAGED_NER or path.suffix.lower() in CONLL_SUFFIXES:
         return True
+    if path.suffix.lower() == ".jsonl" and path.is_file():  # rows of {"tokens": [...], "tags": [...]}
+        with open(path, encoding="utf-8-sig") as f:
+            first = next((line for line in f if line.strip()), "")
+        try:
+            row = json.loads(first)
+        except json.JSONDecodeError:
+            return False
+        return isinstance(row, dict) and isinstance(row.get("tokens"), list) and isinstance(row.get("tags"), list)
     return path.is_dir() and any(p.suffix.lower() in CONLL_SUFFIXES for p in _split_dir(path).values())
 
 

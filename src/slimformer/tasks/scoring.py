@@ -225,6 +225,7 @@ def register(scoring: Scoring) -> Scoring:
 
 register(ClassificationScoring())
 register(EmbeddingScoring())
+from . import ner_scoring  # noqa: E402, F401  (registers NerScoring)
 
 
 def scoring_for(task) -> Scoring:
