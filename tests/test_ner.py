@@ -226,14 +226,20 @@ def test_entities_of_raw_text():
 # --- training and export --------------------------------------------------------------------------------------
 
 
-def test_train_ner_learns_the_word_rule_and_exports_per_token(tmp_path, tiny_tagger, conll_dir):
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_tagger, conll_dir) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("trained") / "ner"
+    proc = run("train", "--task", "ner", "--base", str(tiny_tagger), "--data", str(conll_dir), "--out", str(out),
+               "--epochs", "4", "--lr", "5e-3", "--batch-size", "16", "--max-length", "32")
+    return out, proc
+
+
+def test_train_ner_learns_the_word_rule_and_exports_per_token(trained, conll_dir):
     from slimformer.artifacts import open_artifact
     from slimformer.runtimes import load_predictor
     from slimformer.techniques import BuildContext, build, parse_recipe
 
-    out = tmp_path / "ner"
-    proc = run("train", "--task", "ner", "--base", str(tiny_tagger), "--data", str(conll_dir), "--out", str(out),
-               "--epochs", "4", "--lr", "5e-3", "--batch-size", "16", "--max-length", "32")
+    out, proc = trained
     assert proc.returncode == 0, proc.stderr
     assert "entity F1 validation" in proc.stdout
     manifest = json.loads((out / "manifest.json").read_text())
@@ -254,6 +260,31 @@ def test_train_ner_learns_the_word_rule_and_exports_per_token(tmp_path, tiny_tag
     int8 = build(out, parse_recipe("onnx,int8-static"), context=BuildContext(
         calibration_texts=load_dataset(str(conll_dir))["train"].texts, check_texts=test.texts[:8]))
     assert int8.manifest["steps"][-1]["check"]["label_flip_rate"] < 0.2  # word tags, vs FP32
+
+
+def test_server_answers_entities_with_character_spans(trained, conll_dir):
+    import httpx
+
+    from slimformer.serve.process import ServerProcess
+    from slimformer.techniques import BuildContext, build, parse_recipe
+
+    out, proc = trained
+    assert proc.returncode == 0, proc.stderr
+    bundle = build(out, parse_recipe("onnx"), context=BuildContext()).path
+    server = ServerProcess(bundle, "--workers", "1", "--threads", "1")
+    try:
+        server.wait_ready(60)
+        text = "Anna Smith flew from Paris, said acme."
+        r = httpx.post(server.url + "/v1/ner", json={"texts": [text, "about the"]}, timeout=30)
+        assert r.status_code == 200, r.text
+        found = r.json()["entities"]
+        assert [(e["type"], e["text"], e["start"], e["end"]) for e in found[0]] == [
+            ("PER", "Anna Smith", 0, 10), ("LOC", "Paris", 21, 26), ("ORG", "acme", 33, 37)]
+        assert all(0 < e["score"] <= 1 for e in found[0]) and found[1] == []
+        wrong = httpx.post(server.url + "/v1/classify", json={"texts": [text]}, timeout=30)
+        assert wrong.status_code == 404 and "/v1/ner" in wrong.json()["detail"]
+    finally:
+        server.stop()
 
 
 # --- scoring (tasks/ner_scoring.py) -----------------------------------------------------------------------------

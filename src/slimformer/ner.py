@@ -136,3 +136,11 @@ def entities(text: str, labels: Sequence[str], logits: np.ndarray,
         found.append({"type": kind, "text": text[start:end], "start": start, "end": end,
                       "score": float(probs[np.arange(first, last + 1), best[first:last + 1]].mean())})
     return found
+
+
+def text_entities(predictor, texts: list[str]) -> list[list[dict[str, Any]]]:
+    """Raw texts (one padded batch) -> each text's entities (type, text, character span, score): the words come
+    from split_words, the tags from `predictor` (its first sub-token per word), the entities by entity_spans."""
+    spans = [split_words(t) for t in texts]
+    answers = answer_words(predictor, [[w for w, _, _ in s] for s in spans])
+    return [entities(t, answers.labels, rows, s) for t, rows, s in zip(texts, answers.rows, spans, strict=True)]

@@ -55,9 +55,17 @@ def _embedding(predictor, texts: list[str], batch_size: int) -> list[dict]:
 
 
 # task -> (the answer fields per text, the CSV columns after row and text; None: no CSV, vectors are lists)
+def _ner(predictor, texts: list[str], batch_size: int) -> list[dict]:
+    from ..ner import text_entities
+
+    return [{"entities": found} for i in range(0, len(texts), batch_size)
+            for found in text_entities(predictor, texts[i:i + batch_size])]
+
+
 ANSWERS: dict[str, tuple[Callable, tuple[str, ...] | None]] = {
     "classification": (_classification, ("label", "score")),
     "embedding": (_embedding, None),
+    "ner": (_ner, None),
 }
 
 
@@ -180,8 +188,8 @@ class Output:
             raise OutputError(f"--out must be .jsonl, .csv or .parquet, got {out.name}")
         self.csv_columns = ANSWERS.get(task, (None, None))[1]
         if out.suffix.lower() == ".csv" and self.csv_columns is None:
-            raise OutputError(f"a {task} model's answers are vectors: write them to .jsonl or .parquet, not "
-                              f"{out.name}")
+            raise OutputError(f"a {task} model's answers are lists (vectors, entities): write them to .jsonl or "
+                              f".parquet, not {out.name}")
         self.out, self.rejects, self.identity = out, rejects, identity
         self.csv = out.suffix.lower() == ".csv"
         self.parquet = out.suffix.lower() == ".parquet"  # JSON lines while running, converted at the end

@@ -130,6 +130,19 @@ class EmbedResponse(BaseModel):
     model: str
 
 
+class Entity(BaseModel):
+    type: str = Field(description="The entity type (PER, ORG, LOC, MISC for CoNLL-2003).")
+    text: str = Field(description="The text it covers: texts[i][start:end].")
+    start: int = Field(description="Character offset of its first character.")
+    end: int = Field(description="Character offset after its last character.")
+    score: float = Field(description="Mean probability of the predicted tag over its words.")
+
+
+class NerResponse(BaseModel):
+    entities: list[list[Entity]] = Field(description="Per text, in order, its entities in order of appearance.")
+    model: str
+
+
 class Error(BaseModel):
     detail: str
 
@@ -157,6 +170,7 @@ class Endpoint:
     summary: str
     rows: Callable[[np.ndarray], np.ndarray]
     body: Callable[[list, list[str], Any], dict]
+    batch: Callable[[Any, list[str]], list] | None = None  # (predictor, texts) -> rows, for a per-token task
 
 
 def _probabilities(logits: np.ndarray) -> np.ndarray:
@@ -174,7 +188,17 @@ ENDPOINTS = {
         "/v1/embed", "embed", EmbedResponse, "Embed texts: one vector per text", lambda vectors: vectors,
         lambda rows, labels, body: {"embeddings": [np.asarray(r, dtype=np.float32).tolist() for r in rows],
                                     "dim": int(len(rows[0])) if len(rows) else 0}),
+    "ner": Endpoint(
+        "/v1/ner", "tag", NerResponse, "Find named entities: per text its entities' type, text, character span "
+        "and score", lambda rows: rows, lambda rows, labels, body: {"entities": list(rows)},
+        batch=lambda predictor, texts: _ner_entities(predictor, texts)),
 }
+
+
+def _ner_entities(predictor, texts: list[str]) -> list:
+    from ..ner import text_entities  # numpy and tokenizers only
+
+    return text_entities(predictor, texts)
 ANSWER_PATHS = tuple(e.path for e in ENDPOINTS.values())
 
 
@@ -290,6 +314,8 @@ class Model:
         rows = self.endpoint.rows
 
         def run_batch(texts: list[str]) -> np.ndarray:
+            if self.endpoint.batch is not None:  # per-word answers: tokenized with word ids, one padded batch
+                return self.endpoint.batch(predictor, texts)
             return rows(self.splitter(predictor.tokenize(texts)))
 
         self.run_batch = run_batch
