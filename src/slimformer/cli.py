@@ -221,15 +221,16 @@ def optimize(
     data: DataOpt,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory: variants/, results.json, "
                                           "report.md, report.html, charts/.")] = Path("runs/optimize"),
-    task: Annotated[str | None, typer.Option(help="classification or embedding: the task the model must be for "
-                                             "(default: what its config says). Embeddings are judged by label-based "
+    task: Annotated[str | None, typer.Option(help="classification, ner or embedding: the task the model must be "
+                                             "for (default: what its config says). NER is judged by entity-level F1 "
+                                             "(seqeval, conlleval rules). Embeddings are judged by label-based "
                                              "retrieval precision@10 on the data (labels say only which texts are "
                                              "relevant to each other) and by agreement with the FP32 "
                                              "vectors.")] = None,
     max_drop: Annotated[float, typer.Option("--max-drop", "--max-accuracy-drop", min=0.0, help="Points of the "
-                                            "task's budget metric (accuracy; precision@10 for embeddings) a variant "
-                                            "may lose against PyTorch FP32, on the validation split (the test split "
-                                            "is held out and only reported).")] = 1.0,
+                                            "task's budget metric (accuracy; entity F1 for ner; precision@10 for "
+                                            "embeddings) a variant may lose against PyTorch FP32, on the validation "
+                                            "split (the test split is held out and only reported).")] = 1.0,
     min_cosine: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Embeddings: the lowest mean cosine "
                                                      "between a variant's vectors and PyTorch FP32's on the same "
                                                      "texts (validation), so an index built with one still serves "

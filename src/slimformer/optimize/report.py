@@ -12,7 +12,7 @@ from ..bench.energy import energy_text
 from ..bench.runner import ANSWERS_DIR
 from ..cache import write_text
 from ..hardware import gpu_text
-from ..metrics import invariance_text, merged_invariance
+from ..metrics import merged_invariance
 from ..tasks.scoring import Scoring, scoring_for
 from .select import drop_text, miss_text
 
@@ -122,7 +122,8 @@ COLUMNS = ["variant", "runtime", "threads", "val {metric}", "val Δ pts (95% CI)
            "test {metric} (held out)", "test Δ pts (95% CI)", "p50 ms", "p90 ms", "p99 ms", "speed-up",
            "texts/s (batch {batches})", "energy / 1k texts (batch)", "size MB", "peak RSS MB", "peak VRAM MB",
            "cold start s", "batch-invariant", "budget", "Pareto"]
-TASK_COLUMN = {"classification": "worst label Δ", "embedding": "val / test cosine, recall@10"}
+TASK_COLUMN = {"classification": "worst label Δ", "embedding": "val / test cosine, recall@10",
+               "ner": "val / test word tags agreeing, entity F1 vs baseline"}
 P_COLUMN = {"classification": "McNemar p"}
 
 
@@ -143,6 +144,9 @@ def _task_cell(scoring: Scoring, row: dict, decision: str, held: list[str]) -> s
     cells = []
     for split in (decision, *held[:1]):
         a = row["splits"][split]["agreement"]
+        if "word_agreement" in a:  # ner: word tags, and entities scored against the baseline's
+            cells.append(f"{100 * a['word_agreement']:.2f}%, {100 * a['entity_f1_vs_reference']:.2f}")
+            continue
         cells.append(f"{a['mean_cosine']:.4f}, {100 * a['recall_at_10']:.1f}%" if "mean_cosine" in a else "-")
     return " / ".join(cells)
 
@@ -175,7 +179,7 @@ def table_rows(results: dict) -> list[list[str]]:
                     f"{v['size_mb']:.1f}" if v.get("size_mb") else "-", f"{v['memory']['peak_rss_mb']:.0f}",
                     _vram_text(v["memory"]),
                     f"{v['cold_start']['median_s']:.2f}" if v.get("cold_start") else "-",
-                    "no: " + invariance_text(inv) if r["batch_dependent"] else "yes",
+                    "no: " + scoring.invariance_text(inv) if r["batch_dependent"] else "yes",
                     "within" if r["within"] else "misses " + ", ".join(m["what"] for m in r["misses"]),
                     "yes" if r["name"] in sel["pareto"] else ""])
     return out
@@ -212,7 +216,7 @@ def recommendation(results: dict, run: Path) -> tuple[str, list[str]]:
                 f"{sum(x['within'] for x in sel['rows'])} variants inside the budget ({sel['budget_text']}, checked "
                 f"on {decision}).")
         if r["batch_dependent"]:
-            text += (" Its answers depend on their batch-mates (" + invariance_text(merged_invariance(
+            text += (" Its answers depend on their batch-mates (" + scoring.invariance_text(merged_invariance(
                 [s["batch_invariance"] for s in r["splits"].values()])) + "); the budget used its worse mode.")
         name = r["name"]
     else:
