@@ -108,6 +108,12 @@ def test_iob1_is_rewritten_and_jsonl_split_field(tmp_path):
     assert {k: len(v) for k, v in ds.splits.items()} == {"train": 2, "validation": 1, "test": 1}
     assert [ds.labels[i] for i in ds["test"].tags[0]] == ["B-PER", "I-PER", "O", "B-LOC"]
     assert "8 tags rewritten from IOB1" in ds.source["iob"]
+    assert load_dataset(str(path), split_column="split").task == "ner"  # JSONL of tokens and tags is NER data
+    for split in ("train", "test"):  # one JSONL file per split in a directory, detected as NER data too
+        (tmp_path / "d").mkdir(exist_ok=True)
+        (tmp_path / "d" / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    carved = load_dataset(str(tmp_path / "d"))
+    assert carved.task == "ner" and len(carved["test"]) == 4 and "carved from train" in carved.source["validation"]
 
 
 @pytest.mark.parametrize("name, text, message", [
@@ -285,6 +291,27 @@ def test_server_answers_entities_with_character_spans(trained, conll_dir):
         assert wrong.status_code == 404 and "/v1/ner" in wrong.json()["detail"]
     finally:
         server.stop()
+
+
+def test_bench_scores_per_word_answers_against_the_reference(trained, conll_dir, tmp_path):
+    from slimformer.techniques import BuildContext, build, parse_recipe
+
+    out, proc = trained
+    assert proc.returncode == 0, proc.stderr
+    int8 = build(out, parse_recipe("onnx,int8-dynamic"), context=BuildContext()).path
+    proc = run("bench", "--model", str(out), "--variant", str(int8), "--data", str(conll_dir), "--threads", "1",
+               "--out", str(tmp_path / "b"), "--latency-samples", "5", "--warmup", "1", "--batch-sizes", "1,2",
+               "--throughput-seconds", "0.05", "--throughput-texts", "4", "--cold-start-runs", "0", "--json")
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    assert results["task"] == "ner"
+    base, variant = results["variants"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert base["quality"]["test"]["f1"] == pytest.approx(manifest["metrics"]["test"]["f1"])  # same answers
+    assert set(base["quality"]["test"]["per_class"]) == {"LOC", "ORG", "PER"}
+    agreement = variant["quality"]["validation"]["agreement"]
+    assert agreement["word_agreement"] > 0.9 and agreement["entity_f1_vs_reference"] > 0.9
+    assert (tmp_path / "b" / "answers" / f"{variant['name']}.test.batched.npz").is_file()
 
 
 # --- scoring (tasks/ner_scoring.py) -----------------------------------------------------------------------------

@@ -233,21 +233,28 @@ def _split_dir(path: Path) -> dict[str, Path]:
     return found
 
 
+def _jsonl_rows_are_tokens(path: Path) -> bool:
+    with open(path, encoding="utf-8-sig") as f:
+        first = next((line for line in f if line.strip()), "")
+    try:
+        row = json.loads(first)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(row, dict) and isinstance(row.get("tokens"), list) and isinstance(row.get("tags"), list)
+
+
 def is_token_data(source: str) -> bool:
-    """Whether `source` is NER data by nature: a packaged NER corpus, a CoNLL file or a directory of them, a JSONL
-    file whose rows hold "tokens" and "tags" lists."""
+    """Whether `source` is NER data by nature: a packaged NER corpus, a CoNLL file, a JSONL file whose rows hold
+    "tokens" and "tags" lists, or a directory of such files per split."""
     path = Path(source).expanduser()
     if source in PACKAGED_NER or path.suffix.lower() in CONLL_SUFFIXES:
         return True
-    if path.suffix.lower() == ".jsonl" and path.is_file():  # rows of {"tokens": [...], "tags": [...]}
-        with open(path, encoding="utf-8-sig") as f:
-            first = next((line for line in f if line.strip()), "")
-        try:
-            row = json.loads(first)
-        except json.JSONDecodeError:
-            return False
-        return isinstance(row, dict) and isinstance(row.get("tokens"), list) and isinstance(row.get("tags"), list)
-    return path.is_dir() and any(p.suffix.lower() in CONLL_SUFFIXES for p in _split_dir(path).values())
+    if path.suffix.lower() == ".jsonl" and path.is_file():
+        return _jsonl_rows_are_tokens(path)
+    if path.is_dir():
+        files = _split_dir(path).values()
+        return any(p.suffix.lower() in CONLL_SUFFIXES or _jsonl_rows_are_tokens(p) for p in files)
+    return False
 
 
 def load_token_dataset(source: str, tokens_field: str = "tokens", tags_field: str = "tags",
