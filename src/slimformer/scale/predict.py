@@ -180,8 +180,8 @@ class Output:
             raise OutputError(f"--out must be .jsonl, .csv or .parquet, got {out.name}")
         self.csv_columns = ANSWERS.get(task, (None, None))[1]
         if out.suffix.lower() == ".csv" and self.csv_columns is None:
-            raise OutputError(f"a {task} model's answers are vectors: write them to .jsonl or .parquet, not "
-                              f"{out.name}")
+            raise OutputError(f"the answers of this {task} model are vectors: write them to .jsonl or .parquet, "
+                              f"not {out.name}")
         self.out, self.rejects, self.identity = out, rejects, identity
         self.csv = out.suffix.lower() == ".csv"
         self.parquet = out.suffix.lower() == ".parquet"  # JSON lines while running, converted at the end
