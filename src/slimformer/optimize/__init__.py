@@ -170,11 +170,11 @@ def optimize(model: str, data: DataSpec, out: Path, settings: OptimizeSettings =
         raise SlimformerError(f"optimize starts from a Hugging Face model; {model} is a built "
                               f"{artifact.format} artifact")
     if task is not None and task != artifact.task.name:
-        raise SlimformerError(f"{model} is a {artifact.task.name} model, not {task} ({artifact.task.description}); "
-                              f"pass --task {artifact.task.name} or leave --task out")
+        raise SlimformerError(f"{model} is a model for {artifact.task.name}, not {task} (its answers: "
+                              f"{artifact.task.description}); pass --task {artifact.task.name} or leave --task out")
     scoring = scoring_for(artifact.task)
     if settings.distill and artifact.task.name != "classification":
-        raise SlimformerError(f"--distill distils classifiers; {model} is a {artifact.task.name} model")
+        raise SlimformerError(f"--distill distils classifiers; {model} is a model for {artifact.task.name}")
     model = str(artifact.path)
     if artifact.task.labelled:
         dataset = in_label_space(dataset, artifact.labels, model)

@@ -188,8 +188,8 @@ class Output:
             raise OutputError(f"--out must be .jsonl, .csv or .parquet, got {out.name}")
         self.csv_columns = ANSWERS.get(task, (None, None))[1]
         if out.suffix.lower() == ".csv" and self.csv_columns is None:
-            raise OutputError(f"a {task} model's answers are lists (vectors, entities): write them to .jsonl or "
-                              f".parquet, not {out.name}")
+            raise OutputError(f"the answers of this {task} model are lists (vectors, entities): write them to "
+                              f".jsonl or .parquet, not {out.name}")
         self.out, self.rejects, self.identity = out, rejects, identity
         self.csv = out.suffix.lower() == ".csv"
         self.parquet = out.suffix.lower() == ".parquet"  # JSON lines while running, converted at the end

@@ -212,7 +212,7 @@ def endpoint(task: str) -> Endpoint:
 
 def wrong_endpoint(path: str, task: str) -> str:
     """The one line a request to another task's endpoint gets (404)."""
-    return f"this server's bundle is a {task} model: it answers POST {ENDPOINTS[task].path}, not {path}"
+    return f"this server's bundle is for {task}: it answers POST {ENDPOINTS[task].path}, not {path}"
 
 
 def key_matches(given: str | None, key: bytes) -> bool:
