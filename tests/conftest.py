@@ -74,6 +74,36 @@ def make_tiny_classifier(out: Path, labels: list[str], arch: str = "bert", seed:
     return out
 
 
+def make_tiny_encoder(out: Path, seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
+    """A randomly initialised BertModel (no head) laid out as a sentence-transformers model: mean pooling and
+    normalisation from its own modules.json and 1_Pooling/config.json, so it loads as an embedding model."""
+    import json
+
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    torch.manual_seed(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = SPECIAL + sorted({w for ws in TOPICS.values() for w in ws} | set(FILLER)) + [str(i) for i in range(400)]
+    (out / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizer(vocab=str(out / "vocab.txt"), do_lower_case=True).save_pretrained(out)
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                         intermediate_size=2 * hidden, max_position_embeddings=128)).save_pretrained(out)
+    (out / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
+    (out / "1_Pooling").mkdir(exist_ok=True)
+    (out / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": hidden,
+                                                               "pooling_mode_mean_tokens": True}))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> Path:
+    return make_tiny_encoder(tmp_path_factory.mktemp("models") / "tiny-encoder")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch, request):
     """Unit tests get an empty cache; tests marked e2e use the real one (wheels downloaded once)."""

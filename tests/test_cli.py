@@ -33,12 +33,12 @@ def test_bench_missing_model(tmp_path, keyword_csv):
                           "model not found")
 
 
-def test_bench_not_a_classifier(tmp_path, keyword_csv, tiny_bert):
-    (tmp_path / "enc").mkdir()
+def test_bench_a_model_without_weights(tmp_path, keyword_csv, tiny_bert):
+    (tmp_path / "enc").mkdir()  # an encoder (benched as an embedding model) whose directory holds no weights
     config = json.loads((tiny_bert / "config.json").read_text()) | {"architectures": ["BertModel"]}
     (tmp_path / "enc" / "config.json").write_text(json.dumps(config))
     assert_one_line_error(run("bench", "--model", str(tmp_path / "enc"), "--data", str(keyword_csv)),
-                          "not a sequence classifier")
+                          "cannot load", "embedding model")
 
 
 @pytest.mark.parametrize("name, content, extra, needle", [

@@ -58,12 +58,12 @@ def _case(*specs):
         for split, pred in preds.items():
             recall = per_class_recall(TRUTH, pred, 2)
             quality[split] = {"accuracy": float(np.mean(pred == TRUTH)), "macro_f1": 0.0, "n": N, "mode": "batch1",
-                              "per_class_recall": {"a": recall[0], "b": recall[1]},
+                              "per_class": {"a": recall[0], "b": recall[1]},
                               "batch_invariance": {"label_change_rate": 0.0, "max_abs_logit_diff": 0.0, "n": N,
                                                    "flagged": False}}
         variants.append({"name": name, "threads": threads, "size_mb": size, "quality": quality,
                          "latency_ms": {"end_to_end": {"p50": p50}}})
-        predictions[name] = preds
+        predictions[name] = {split: np.eye(2)[pred] for split, pred in preds.items()}  # logits of those labels
     return variants, {"validation": TRUTH, "test": TRUTH}, predictions
 
 
@@ -74,7 +74,7 @@ def _spec(name, acc, p50, size, threads=1, test_acc=None, override=None):
 def test_selection_picks_the_fastest_inside_the_budget_not_the_first():
     variants, truth, preds = _case(_spec("base", 0.90, 10.0, 96), _spec("a", 0.895, 4.0, 40),
                                    _spec("b", 0.895, 2.0, 23), _spec("c", 0.85, 1.0, 20), _spec("d", 0.91, 8.0, 95))
-    rows = assess(variants, {1: "base"}, Budget(max_accuracy_drop=1.0), truth, preds)
+    rows = assess(variants, {1: "base"}, Budget(max_drop=1.0), truth, preds)
     by = {r["name"]: r for r in rows}
     assert by["c"]["misses"][0]["what"] == "accuracy" and by["c"]["drop_points"] == pytest.approx(5.0)
     assert by["b"]["speedup"] == pytest.approx(5.0) and by["b"]["within"]
@@ -337,7 +337,7 @@ def test_report_renders_in_headless_chromium(tmp_path, tiny_bert, topics_csv):
              f"--user-data-dir={tmp_path / 'profile'}"]
     url = (out / "report.html").resolve().as_uri()
     dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
-    assert 'id="chart-accuracy-latency"' in dom and "<svg" in dom and "Pareto front" in dom
+    assert 'id="chart-quality-latency"' in dom and "<svg" in dom and "Pareto front" in dom
     assert dom.count("<tr") == 1 + 2  # header + the two variants
     assert "teacher-ort-fp32-t1" in dom and "Recommended:" in dom
     shot = tmp_path / "shot.png"
@@ -352,8 +352,8 @@ def test_report_renders_in_headless_chromium(tmp_path, tiny_bert, topics_csv):
 def test_fallback_only_where_quantization_lost_the_accuracy():
     from slimformer.optimize import needs_fallback
 
-    miss = {"what": "accuracy", "value": 2.0, "limit": 1.0, "unit": "points"}
-    slow = {"what": "latency", "value": 2.0, "limit": 1.0, "unit": "ms"}
+    miss = {"what": "accuracy", "kind": "quality", "value": 2.0, "limit": 1.0, "unit": "points"}
+    slow = {"what": "latency", "kind": "latency", "value": 2.0, "limit": 1.0, "unit": "ms"}
     fp32_ok = {"within": True, "misses": []}
     fp32_bad = {"within": False, "misses": [miss]}  # e.g. a student already 2 points below the teacher
     assert needs_fallback({"within": False, "misses": [miss]}, fp32_ok)

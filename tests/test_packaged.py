@@ -30,6 +30,18 @@ def test_rotten_tomatoes_keeps_fresh_and_rotten_snippets_only():
     assert ds.fingerprint == "5d5be745a2ea153d"
 
 
+@pytest.mark.e2e
+def test_conll2003_keeps_its_own_splits_and_iob2_tags():
+    ds = load_dataset("conll2003")
+    assert ds.task == "ner"
+    assert ds.labels == ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+    assert {k: len(v) for k, v in ds.splits.items()} == {"train": 14041, "validation": 3250, "test": 3453}
+    assert {k: v.n_words for k, v in ds.splits.items()} == {"train": 203621, "validation": 51362, "test": 46435}
+    assert ds["train"].words[0] == ["EU", "rejects", "German", "call", "to", "boycott", "British", "lamb", "."]
+    assert "iob" not in ds.source  # already IOB2: nothing rewritten
+    assert ds.fingerprint == "c3c3ad221cd0aa19"
+
+
 def _wheel(tmp_path, name="demo_pkg-1.0-py3-none-any.whl", payload=b"hello"):
     wheels = tmp_path / "cache" / "wheels"
     wheels.mkdir(parents=True)

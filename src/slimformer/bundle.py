@@ -66,8 +66,8 @@ def export_bundle(run: Path, out: Path, variant: str | None = None, overwrite: b
         "tokenizer_files": [f.name for f in artifact.tokenizer_files()],
         "bundle": {
             "variant": name, "runtime": entry["runtime"], "threads": entry["threads"], "options": entry["options"],
-            "metrics": {"decision_split": row["decision_split"], "accuracy": row["accuracy"],
-                        "macro_f1": row["macro_f1"], "accuracy_drop_points": row["drop_points"],
+            "metrics": {"decision_split": row["decision_split"], "task": results.get("task", "classification"),
+                        "metric": row["metric"], row["metric"]: row["quality"], "drop_points": row["drop_points"],
                         "splits": row["splits"], "speedup": row["speedup"],
                         "batch_invariance": merged_invariance([q["batch_invariance"]
                                                                for q in entry["quality"].values()]),

@@ -105,6 +105,11 @@ def train(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Where to write the fine-tuned checkpoint.")],
     base: Annotated[str, typer.Option(help="Base encoder: a packaged name (minilm-l6), a local HF model "
                                       "directory, or a hub id when online.")] = "minilm-l6",
+    task: Annotated[str | None, typer.Option(help="classification (a label per text) or ner (an IOB2 tag per word: "
+                                             "a token classifier). Default: what the data is (conll2003 and "
+                                             "CoNLL files are ner). NER files: CoNLL columns (token ... tag) or "
+                                             "JSONL with 'tokens' and 'tags' (other names: --text-column, "
+                                             "--label-column).")] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 4,
     lr: Annotated[float, typer.Option(min=0.0)] = 1e-4,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
@@ -118,20 +123,31 @@ def train(
                                            "CUDA), fp16 (CUDA) or auto.")] = "fp32",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing, different model at --out.")] = False,
 ) -> None:
-    """Fine-tune a sequence classifier (AdamW, linear warm-up, best epoch on validation kept).
+    """Fine-tune a sequence classifier, or a token classifier with --task ner (AdamW, linear warm-up, best epoch
+    on validation kept: accuracy, or entity-level F1 for NER).
 
     An existing model at --out made from the same base, data and settings is reused, not retrained.
+    Example: slimformer train --task ner --data conll2003 --max-length 128 --epochs 2 --out runs/ner
     """
     from .data import load_dataset
     from .training import TrainConfig, train_classifier
 
-    dataset = load_dataset(data, text_column, label_column, split_column, seed)
-    _note_truncation(base, dataset["test"].texts, max_length, "test texts")
+    dataset = load_dataset(data, text_column, label_column, split_column, seed, task=task)
+    _note_truncation(base, dataset["test"].texts, max_length, "test sentences" if dataset.task == "ner" else
+                     "test texts")
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
                          max_train_samples=max_train_samples, precision=precision)
     manifest = train_classifier(base, dataset, out_dir, config, overwrite=overwrite)
     m = manifest["metrics"]
     verb = "reused" if manifest.get("reused") else f"trained in {manifest['train_seconds']:.0f} s"
+    if dataset.task == "ner":
+        cut = sum(m[s].get("cut_words", 0) for s in m)
+        out.print(f"{out_dir}: {verb}; best epoch {manifest['best_epoch']}; entity F1 validation "
+                  f"{100 * m['validation']['f1']:.2f}, test {100 * m['test']['f1']:.2f} (precision "
+                  f"{100 * m['test']['precision']:.2f}, recall {100 * m['test']['recall']:.2f}; "
+                  f"{m['test']['entities']} entities in {m['test']['n']} sentences)"
+                  + (f"; {cut} words cut by --max-length were answered O" if cut else ""))
+        return
     out.print(f"{out_dir}: {verb}; best epoch {manifest['best_epoch']}; validation accuracy "
               f"{100 * m['validation']['accuracy']:.2f}%; test accuracy {100 * m['test']['accuracy']:.2f}% "
               f"(macro-F1 {m['test']['macro_f1']:.4f}, {m['test']['n']} texts)")
@@ -200,13 +216,25 @@ def distill(
 
 @app.command()
 def optimize(
-    model: Annotated[str, typer.Option("--model", "-m", help="Your fine-tuned Hugging Face classifier.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Your Hugging Face model: a fine-tuned classifier, or "
+                                       "a sentence-embedding model (minilm-l6: the packaged all-MiniLM-L6-v2).")],
     data: DataOpt,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory: variants/, results.json, "
                                           "report.md, report.html, charts/.")] = Path("runs/optimize"),
-    max_accuracy_drop: Annotated[float, typer.Option(min=0.0, help="Accuracy points a variant may lose against "
-                                                     "PyTorch FP32, on the validation split (the test split is "
-                                                     "held out and only reported).")] = 1.0,
+    task: Annotated[str | None, typer.Option(help="classification, ner or embedding: the task the model must be "
+                                             "for (default: what its config says). NER is judged by entity-level F1 "
+                                             "(seqeval, conlleval rules). Embeddings are judged by label-based "
+                                             "retrieval precision@10 on the data (labels say only which texts are "
+                                             "relevant to each other) and by agreement with the FP32 "
+                                             "vectors.")] = None,
+    max_drop: Annotated[float, typer.Option("--max-drop", "--max-accuracy-drop", min=0.0, help="Points of the "
+                                            "task's budget metric (accuracy; entity F1 for ner; precision@10 for "
+                                            "embeddings) a variant may lose against PyTorch FP32, on the validation "
+                                            "split (the test split is held out and only reported).")] = 1.0,
+    min_cosine: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Embeddings: the lowest mean cosine "
+                                                     "between a variant's vectors and PyTorch FP32's on the same "
+                                                     "texts (validation), so an index built with one still serves "
+                                                     "the other.")] = 0.99,
     max_class_drop: Annotated[float | None, typer.Option(min=0.0, help="Points of recall any one label may lose "
                                                          "against PyTorch FP32 (validation): a variant that "
                                                          "collapses a minority class fails the budget even when "
@@ -215,8 +243,8 @@ def optimize(
                                                          "11 points: noise, not a collapse).")] = 5.0,
     min_class_texts: Annotated[int, typer.Option(min=1, help="See --max-class-drop.")] = 2,
     confidence: Annotated[bool, typer.Option("--confidence", help="Strict budget: a variant passes only if the "
-                                             "upper end of the 95% interval of its accuracy drop (paired "
-                                             "bootstrap) is within --max-accuracy-drop.")] = False,
+                                             "upper end of the 95% interval of its drop (paired "
+                                             "bootstrap) is within --max-drop.")] = False,
     latency_budget_ms: Annotated[float | None, typer.Option(min=0.0, help="Most end-to-end p50 latency at batch 1 "
                                                             "(ms).")] = None,
     size_budget_mb: Annotated[float | None, typer.Option(min=0.0, help="Most size on disk (MB).")] = None,
@@ -244,7 +272,8 @@ def optimize(
     """The main job: build every variant worth trying on this machine, benchmark them all on your data, and
     recommend the fastest inside your budget, with a report (report.html) and the commands to deploy it.
 
-    Example: slimformer optimize --model runs/teacher --data trec6 --distill --out runs/trec6
+    Examples: slimformer optimize --model runs/teacher --data trec6 --distill --out runs/trec6
+              slimformer optimize --model minilm-l6 --task embedding --data trec6 --out runs/embed
     """
     from .bench.runner import BenchSettings, DataSpec
     from .optimize import Budget, OptimizeSettings, miss_text
@@ -252,13 +281,17 @@ def optimize(
     from .optimize.report import recommendation
 
     settings = OptimizeSettings(
-        budget=Budget(max_accuracy_drop, latency_budget_ms, size_budget_mb, max_class_drop, min_class_texts,
+        budget=Budget(max_drop, latency_budget_ms, size_budget_mb, max_class_drop, min_class_texts, min_cosine,
                       confidence),
         threads=tuple(_ints(threads, "--threads")), distill=distill, distill_trials=distill_trials,
         distill_seeds=distill_seeds, student_layers=student_layers, include_slow=include_slow,
         only=tuple(x.strip() for x in (only or "").split(",") if x.strip()),
         bench=BenchSettings(latency_samples=latency_samples, max_length=max_length, cold_start_runs=0, settle_s=0.5))
-    run_optimize(model, DataSpec(data, text_column, label_column, split_column), out_dir, settings, resume)
+    if task is not None:
+        from .tasks import get_task
+
+        get_task(task)  # an unknown task is one line naming the tasks
+    run_optimize(model, DataSpec(data, text_column, label_column, split_column), out_dir, settings, resume, task)
     results = json.loads((out_dir / "results.json").read_text())
     text, commands = recommendation(results, out_dir)
     out.print(text, highlight=False)
@@ -283,7 +316,8 @@ def export(
     b = manifest["bundle"]
     m = b["metrics"]
     out.print(f"{out_dir}: {b['variant']} ({manifest['format']} on {b['runtime']}, {b['threads']} thread(s)); "
-              + ", ".join(f"{split} accuracy {100 * q['accuracy']:.2f}%" for split, q in m["splits"].items())
+              + ", ".join(f"{split} {m['metric'].replace('_at_', '@')} {100 * q[m['metric']]:.2f}%"
+                          for split, q in m["splits"].items())
               + f", p50 {m['latency_ms_end_to_end']['p50']:.3f} ms, {m['size_mb']:.1f} MB", highlight=False)
     out.print(f"score a file: slimformer predict {out_dir} --input texts.txt --out predictions.jsonl", highlight=False)
 
@@ -294,7 +328,8 @@ def predict(
                                          "directory).")],
     input_file: Annotated[Path, typer.Option("--input", "-i", help=".txt (one text per line) or .csv/.tsv/"
                                              ".jsonl/.parquet with a text column; read as a stream.")],
-    out_file: Annotated[Path | None, typer.Option("--out", "-o", help="Write predictions here (.jsonl or .csv): "
+    out_file: Annotated[Path | None, typer.Option("--out", "-o", help="Write predictions here (.jsonl, .csv or "
+                                                  ".parquet; an embedding model's vectors: .jsonl or .parquet): "
                                                   "resumable, run the same command again after a kill. Default: "
                                                   "JSON lines on stdout.")] = None,
     rejects: Annotated[Path | None, typer.Option(help="Rows that cannot be scored (empty, missing, not a string, "
@@ -312,8 +347,9 @@ def predict(
                                         "once.")] = 2,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
 ) -> None:
-    """Score a file: one label and its probability per row, streamed in chunks with a progress bar; bad rows go
-    to a rejects file, never dropped silently. A killed run continues where it stopped when started again.
+    """Score a file: one label and its probability per row (a classifier) or one vector per row (an embedding
+    model), streamed in chunks with a progress bar; bad rows go to a rejects file, never dropped silently. A killed
+    run continues where it stopped when started again.
 
     Example: slimformer predict runs/demo/bundle --input questions.csv --out predictions.jsonl
     """

@@ -12,6 +12,7 @@ tokenizer) goes through transformers as before.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,19 @@ class TextEncoder:
         encodings = self.backend.encode_batch(list(texts))
         return {name: np.array([getattr(e, attr) for e in encodings], dtype=np.int64) for name, attr in self._fields}
 
+    def encode_words(self, sentences: list[list[str]]) -> tuple[dict[str, np.ndarray], list[list[int | None]]]:
+        """Pre-tokenized sentences (a list of words each) -> the model inputs `__call__` gives, and per sentence
+        the word index of every token (None for special tokens and padding). Words after the `max_length` cut
+        have no token; word_positions() says which."""
+        sentences = [list(words) for words in sentences]
+        if self.backend is None:
+            enc = self.tokenizer(sentences, is_split_into_words=True, padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="np")
+            return dict(enc), [enc.word_ids(i) for i in range(len(sentences))]
+        encodings = self.backend.encode_batch(sentences, is_pretokenized=True)
+        encoded = {name: np.array([getattr(e, attr) for e in encodings], dtype=np.int64) for name, attr in self._fields}
+        return encoded, [e.word_ids for e in encodings]
+
     def lengths(self, texts: list[str]) -> np.ndarray:
         """Tokens per text, special tokens included, before truncation."""
         if self.backend is None:
@@ -114,6 +128,40 @@ class TextEncoder:
             return None
         return cls(backend, max_length, names, pad_id, 0, config.get("padding_side", "right"),
                    config.get("truncation_side", "right"))
+
+
+IGNORE_INDEX = -100  # the label of tokens a token-classification loss skips (transformers' CrossEntropy default)
+
+
+def word_positions(word_ids: list[int | None], n_words: int) -> np.ndarray:
+    """The token position of each word's first sub-token, -1 for a word without one (cut by truncation, or a
+    word the tokenizer drops entirely)."""
+    positions = np.full(n_words, -1, dtype=np.int64)
+    for position, word in enumerate(word_ids):
+        if word is not None and positions[word] < 0:
+            positions[word] = position
+    return positions
+
+
+def align_labels(word_ids: list[list[int | None]], tags: list[np.ndarray]) -> np.ndarray:
+    """Token labels (batch, tokens) for word tags: each word's first sub-token carries its tag, every other token
+    (later sub-tokens, special tokens, padding) IGNORE_INDEX."""
+    labels = np.full((len(word_ids), max((len(ids) for ids in word_ids), default=0)), IGNORE_INDEX, np.int64)
+    for row, (ids, word_tags) in enumerate(zip(word_ids, tags, strict=True)):
+        positions = word_positions(ids, len(word_tags))
+        kept = positions >= 0
+        labels[row, positions[kept]] = np.asarray(word_tags)[kept]
+    return labels
+
+
+# words as CoNLL-2003 (Penn Treebank style) cuts them: numbers with separators, abbreviations (U.S.), words with
+# inner hyphens or ampersands, clitics ('s, n't), and every other punctuation mark on its own
+WORD = re.compile(r"\d+(?:[.,:/]\d+)+|(?:\w\.){2,}|\w+(?:[-&]\w+)*(?=n't\b)|n't\b|\w+(?:[-&]\w+)*|'\w+|[^\w\s]")
+
+
+def split_words(text: str) -> list[tuple[str, int, int]]:
+    """Raw text -> (word, start, end) character spans, for a token-classification model that tags words."""
+    return [(m.group(), m.start(), m.end()) for m in WORD.finditer(text)]
 
 
 def _read(path: Path) -> dict:

@@ -44,7 +44,7 @@ class MissingLibraryError(SlimformerError):
 EXTRAS = {"torch": "torch", "transformers": "torch", "huggingface_hub": "torch", "onnxruntime": "onnx",
           "onnx": "onnx", "onnxscript": "onnx", "openvino": "openvino", "nncf": "openvino", "optuna": "distill",
           "matplotlib": "distill", "datasets": "hf", "bitsandbytes": "nf4", "accelerate": "nf4",
-          "pynvml": "nvml"}
+          "pynvml": "nvml", "seqeval": "ner"}
 
 
 def missing_library(error: BaseException) -> MissingLibraryError | None:

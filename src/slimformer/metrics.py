@@ -1,4 +1,4 @@
-"""Classification metrics, computed one way for training, benchmarks and reports."""
+"""Metrics of every task, computed one way for training, benchmarks and reports (tasks/scoring.py picks them)."""
 
 from __future__ import annotations
 
@@ -54,24 +54,31 @@ def mcnemar_exact(b: int, c: int) -> float:
 BOOTSTRAP_SAMPLES = 2000
 
 
-def paired_drop(y_true: np.ndarray, reference: np.ndarray, candidate: np.ndarray, seed: int = 0,
-                samples: int = BOOTSTRAP_SAMPLES) -> dict:
-    """Accuracy drop of `candidate` against `reference` predictions on the same texts, in points, with a paired
-    bootstrap 95% interval (the same resampled texts for both) and McNemar's exact test on the texts that flip.
+def paired_difference(reference: np.ndarray, candidate: np.ndarray, seed: int = 0,
+                      samples: int = BOOTSTRAP_SAMPLES) -> dict:
+    """Drop of `candidate` against `reference` in points, from per-text scores in [0, 1] on the same texts (1 =
+    right for a classifier; a query's precision@10 for retrieval), with a paired bootstrap 95% interval (the same
+    resampled texts for both) and an exact sign test on the texts that differ (McNemar's test for 0/1 scores).
 
-    b: texts the reference got right and the candidate wrong; c: the reverse. drop = 100 * (b - c) / n."""
-    y_true, reference, candidate = map(np.asarray, (y_true, reference, candidate))
-    ok_ref, ok_cand = reference == y_true, candidate == y_true
-    n = len(y_true)
+    b: texts on which the candidate does worse, c: better. drop = 100 * mean(reference - candidate)."""
+    diff = np.asarray(reference, dtype=np.float64) - np.asarray(candidate, dtype=np.float64)
+    n = len(diff)
     if n == 0:
         return {"drop_points": float("nan"), "ci95": [float("nan")] * 2, "mcnemar_p": 1.0, "b": 0, "c": 0, "n": 0}
-    diff = ok_ref.astype(np.int8) - ok_cand.astype(np.int8)  # +1: lost, -1: gained, 0: same
     draws = np.random.default_rng(seed).integers(0, n, size=(samples, n))
     boot = 100 * diff[draws].mean(axis=1)
-    b, c = int(np.sum(diff == 1)), int(np.sum(diff == -1))
+    b, c = int(np.sum(diff > 1e-12)), int(np.sum(diff < -1e-12))
     lo, hi = np.percentile(boot, [2.5, 97.5])
-    return {"drop_points": 100 * (b - c) / n, "ci95": [float(lo), float(hi)], "mcnemar_p": mcnemar_exact(b, c),
+    return {"drop_points": float(100 * diff.mean()), "ci95": [float(lo), float(hi)], "mcnemar_p": mcnemar_exact(b, c),
             "b": b, "c": c, "n": n}
+
+
+def paired_drop(y_true: np.ndarray, reference: np.ndarray, candidate: np.ndarray, seed: int = 0,
+                samples: int = BOOTSTRAP_SAMPLES) -> dict:
+    """Accuracy drop of `candidate` against `reference` predictions on the same texts (paired_difference of
+    right/wrong): b texts the reference got right and the candidate wrong, c the reverse; drop = 100 (b - c) / n."""
+    y_true, reference, candidate = map(np.asarray, (y_true, reference, candidate))
+    return paired_difference(reference == y_true, candidate == y_true, seed, samples)
 
 
 def batch_invariance(single: np.ndarray, batched: np.ndarray, tolerance: float = 1e-3) -> dict:
@@ -84,14 +91,69 @@ def batch_invariance(single: np.ndarray, batched: np.ndarray, tolerance: float =
             "flagged": bool(changed > 0 or diff > tolerance)}
 
 
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float64)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each row of `a` with the same row of `b`."""
+    return np.sum(_unit_rows(a) * _unit_rows(b), axis=-1)
+
+
+def nearest(vectors: np.ndarray, k: int) -> np.ndarray:
+    """Indices (texts, k) of each row's k nearest other rows by cosine, nearest first (ties: lower index)."""
+    unit = _unit_rows(vectors)
+    sims = unit @ unit.T
+    np.fill_diagonal(sims, -np.inf)  # a text is not its own neighbour
+    k = min(k, len(unit) - 1)
+    return np.argsort(-sims, axis=1, kind="stable")[:, :k]
+
+
+def precision_at_k(vectors: np.ndarray, labels: np.ndarray, k: int = 10) -> np.ndarray:
+    """Per text: the share of its k nearest other texts (cosine) that carry its label (label-based retrieval)."""
+    labels = np.asarray(labels)
+    if len(labels) < 2:
+        return np.zeros(len(labels))
+    return np.mean(labels[nearest(vectors, k)] == labels[:, None], axis=1)
+
+
+def neighbour_recall(vectors: np.ndarray, reference: np.ndarray, k: int = 10) -> np.ndarray:
+    """Per text: the share of its k nearest neighbours under `reference` vectors still among its k nearest."""
+    if len(vectors) < 2:
+        return np.ones(len(vectors))
+    mine, theirs = nearest(vectors, k), nearest(reference, k)
+    return np.array([len(np.intersect1d(a, b)) / len(b) for a, b in zip(mine, theirs, strict=True)])
+
+
+def vector_invariance(single: np.ndarray, batched: np.ndarray, k: int = 10, tolerance: float = 1e-4) -> dict:
+    """Batch invariance of vectors: the share of texts whose k nearest neighbours change between batch 1 and padded
+    batches, the largest move of one component, the lowest cosine between a text's two vectors. Flagged when a
+    neighbour list changes or a component moves more than `tolerance` (a normalised 384-d vector's components are
+    ~0.05; FP32 kernels differ by ~1e-7 between shapes)."""
+    if not len(single):
+        return {"neighbour_change_rate": 0.0, "max_abs_diff": 0.0, "min_cosine": 1.0, "n": 0, "flagged": False}
+    changed = float(np.mean(np.any(np.sort(nearest(single, k)) != np.sort(nearest(batched, k)), axis=1))) \
+        if len(single) > 1 else 0.0
+    diff = float(np.max(np.abs(np.asarray(single) - np.asarray(batched))))
+    return {"neighbour_change_rate": changed, "max_abs_diff": diff,
+            "min_cosine": float(cosine_rows(single, batched).min()), "n": int(len(single)),
+            "flagged": bool(changed > 0 or diff > tolerance)}
+
+
 def merged_invariance(figures: list[dict]) -> dict:
-    """One batch-invariance figure over several splits: the worst label-change rate and logit move, flagged if
-    any split is."""
-    return {"label_change_rate": max(f["label_change_rate"] for f in figures),
-            "max_abs_logit_diff": max(f["max_abs_logit_diff"] for f in figures),
-            "flagged": any(f["flagged"] for f in figures), "n": sum(f["n"] for f in figures)}
+    """One batch-invariance figure over several splits: the worst of each figure (highest rate or move, lowest
+    cosine), flagged if any split is."""
+    merged = {"flagged": any(f["flagged"] for f in figures), "n": sum(f["n"] for f in figures)}
+    for key in figures[0]:
+        if key not in merged:
+            merged[key] = (min if key.startswith("min_") else max)(f[key] for f in figures)
+    return merged
 
 
 def invariance_text(figure: dict) -> str:
-    """'0.7% labels change, max Δlogit 1.4' for a (merged) batch-invariance figure."""
+    """'0.7% labels change, max Δlogit 1.4' (or neighbours and vector components) for a batch-invariance figure."""
+    if "neighbour_change_rate" in figure:
+        return (f"{100 * figure['neighbour_change_rate']:.1f}% of top-10 neighbour lists change, max Δcomponent "
+                f"{figure['max_abs_diff']:.2g}, min cosine {figure['min_cosine']:.6f}")
     return f"{100 * figure['label_change_rate']:.1f}% labels change, max Δlogit {figure['max_abs_logit_diff']:.2g}"

@@ -11,6 +11,7 @@ from conftest import TOPICS, keyword_rows, make_tiny_classifier
 from slimformer.bench import scenarios
 from slimformer.bench.runner import quality
 from slimformer.runtimes import load_predictor
+from slimformer.tasks.scoring import scoring_for
 from slimformer.techniques import build, parse_recipe
 
 OUTLIER = "chip"
@@ -48,9 +49,10 @@ def test_dynamic_int8_with_an_outlier_row_is_flagged_and_fp32_is_not(outlier_mod
     for recipe in ("onnx", "onnx,int8-dynamic"):
         predictor = load_predictor(build(outlier_model, parse_recipe(recipe)).path, threads=1)
         for name, batch in (("alone", texts), ("outlier", with_outlier)):
-            logits = {"batch1": scenarios.logits(predictor, batch, 1),
-                      "batched": scenarios.logits(predictor, batch, 32)}
-            q = quality({"validation": logits}, {"validation": truth["validation"][:len(batch)]}, labels)
+            logits = {"batch1": scenarios.answers(predictor, batch, 1),
+                      "batched": scenarios.answers(predictor, batch, 32)}
+            q = quality({"validation": logits}, {"validation": truth["validation"][:len(batch)]}, labels,
+                        scoring_for("classification"))
             figures[recipe, name] = q["validation"]["batch_invariance"]
     assert not figures["onnx", "alone"]["flagged"] and not figures["onnx", "outlier"]["flagged"]
     assert figures["onnx", "outlier"]["max_abs_logit_diff"] < 1e-5

@@ -21,7 +21,8 @@ def results(tiny_bert, keyword_csv, tmp_path_factory):
 def test_results_have_every_measurement(results):
     res, out = results
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(res))
-    assert res["schema_version"] == 2 and res["dataset"]["decision_split"] == "validation"
+    assert res["schema_version"] == 3 and res["task"] == "classification"
+    assert res["dataset"]["decision_split"] == "validation"
     assert res["dataset"]["held_out"] == ["test"] and res["dataset"]["n"] == {"validation": 24, "test": 24}
     assert "AVX2" in res["machine"]["cpu"]["isa"] or res["machine"]["cpu"]["arch"] != "x86_64"
     for v, threads in zip(res["variants"], (1, 2), strict=True):
@@ -31,10 +32,11 @@ def test_results_have_every_measurement(results):
             q = v["quality"][split]
             assert 0 <= q["accuracy"] <= 1 and q["n"] == 24 and q["mode"] in ("batch1", "batched")
             assert q["accuracy"] == min(q["batch1"]["accuracy"], q["batched"]["accuracy"])  # the worse mode
-            assert set(q["per_class_recall"]) == {"food", "sport", "tech"}
+            assert set(q["per_class"]) == {"food", "sport", "tech"}
+            assert (q["agreement"] is None) == (v is res["variants"][0])  # the first is the reference
             assert not q["batch_invariance"]["flagged"] and q["batch_invariance"]["n"] == 24  # FP32 torch
             for mode in ("batch1", "batched"):
-                assert np.load(out / "logits" / f"{v['name']}.{split}.{mode}.npy").shape == (24, 3)
+                assert np.load(out / "answers" / f"{v['name']}.{split}.{mode}.npy").shape == (24, 3)
         for kind in ("model", "end_to_end"):
             lat = v["latency_ms"][kind]
             assert lat["n"] == 12 and 0 < lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"]

@@ -119,5 +119,5 @@ def test_one_line_errors(onnx_bundle, tmp_path):
     (tmp_path / "in.txt").write_text("hello\n")
     proc = run(str(onnx_bundle), "--input", str(tmp_path / "in.txt"), "--out", str(tmp_path / "o.jsonl"))
     assert proc.returncode == 2 and "exists already" in proc.stderr
-    proc = run(str(onnx_bundle), "--input", str(tmp_path / "in.txt"), "--out", str(tmp_path / "o.parquet"))
-    assert proc.returncode == 2 and "--out must be .jsonl or .csv" in proc.stderr
+    proc = run(str(onnx_bundle), "--input", str(tmp_path / "in.txt"), "--out", str(tmp_path / "o.xml"))
+    assert proc.returncode == 2 and "--out must be .jsonl, .csv or .parquet" in proc.stderr

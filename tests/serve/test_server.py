@@ -85,7 +85,7 @@ def test_info_reports_batch_invariance_and_limits(server, serve, unmeasured_bund
     assert info["batch_invariance"] == INVARIANCE and info["state"] == "ready"
     assert info["limits"]["max_texts"] == 8 and info["batching"]["policy"] == "fixed-wait"
     assert info["batching"]["cost_model"]["batches"] > 0 and info["threads_per_worker"] == 1
-    assert "max |Δlogit| 2e-06, over 64 texts" in server.output()
+    assert "max Δlogit 2e-06 in padded batches, over 64 texts" in server.output()
     other = serve(unmeasured_bundle)
     assert httpx.get(other.url + "/v1/info").json()["batch_invariance"] == "not measured"
     assert "batch invariance: not measured" in other.output()

@@ -13,18 +13,17 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-
 from .. import __version__
 from ..cache import read_manifest, write_json
-from ..data import check_label_space, load_dataset
+from ..data import load_dataset
 from ..errors import DiskFullError, OutputError, SlimformerError
 from ..hardware import fingerprint
-from ..metrics import agreement, batch_invariance, classification_metrics, per_class_recall
 from ..progress import log_line, progress_bar
 from ..runtimes import artifact_labels, check_options, default_runtime
+from ..tasks.scoring import Scoring, scoring_for
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: answers of any task (answers/ instead of logits/), per-task quality, scenarios listed
+ANSWERS_DIR = "answers"  # inside a run: every variant's answers per split and mode, and its raw latencies
 
 
 def absolute(model: str) -> str:
@@ -82,6 +81,7 @@ class BenchSettings:
     cold_start_runs: int = 3
     order_seed: int = 0  # the fixed shuffled order of texts for latency and throughput
     settle_s: float = 1.0  # pause between variant processes
+    scenarios: tuple[str, ...] = ("answers", "latency", "throughput")  # run in this order (bench/scenarios.py)
 
 
 def _thread_env(threads: int) -> dict[str, str]:
@@ -152,46 +152,59 @@ def _previous(out: Path | None, dataset_fingerprint: str, settings: BenchSetting
     return {v["name"]: v for v in old["variants"]}
 
 
-def logits_paths(logits_dir: Path, name: str, splits: tuple[str, ...]) -> dict[str, dict[str, Path]]:
-    """Where a variant's logits are kept: one file per split and mode."""
-    return {split: {mode: Path(logits_dir) / f"{name}.{split}.{mode}.npy" for mode in MODES} for split in splits}
+def answer_paths(answers_dir: Path, name: str, splits: tuple[str, ...],
+                 suffix: str = ".npy") -> dict[str, dict[str, Path]]:
+    """Where a variant's answers are kept: one file per split and mode."""
+    return {split: {mode: Path(answers_dir) / f"{name}.{split}.{mode}{suffix}" for mode in MODES} for split in splits}
 
 
-def quality(logits: dict[str, dict[str, np.ndarray]], truth: dict[str, np.ndarray], labels: list[str]) -> dict:
-    """Per split: accuracy and macro-F1 in each mode, the worse mode's figures as the variant's own (the budget
-    holds whichever way it is served), per-class recall of that mode, and the batch-invariance figure."""
+def quality(answers: dict[str, dict], truth: dict, labels: list[str], scoring: Scoring,
+            reference: dict | None = None) -> dict:
+    """Per split: the task's metrics in each mode, the worse mode's figures as the variant's own (the budget holds
+    whichever way it is served), the budget metric per label in that mode, the batch-invariance figure, and (given
+    a reference variant's answers per split) the agreement of the served answers with its batch-1 answers."""
     out = {}
-    for split, modes in logits.items():
-        per_mode = {m: classification_metrics(truth[split], modes[m].argmax(-1)) for m in MODES}
-        served = min(MODES, key=lambda m: per_mode[m]["accuracy"])  # a tie keeps batch 1
-        recall = per_class_recall(truth[split], modes[served].argmax(-1), len(labels))
+    worse = min if scoring.higher_is_better else max
+    for split, modes in answers.items():
+        per_mode = {m: scoring.score(modes[m], truth[split]) for m in MODES}
+        served = worse(MODES, key=lambda m: per_mode[m][scoring.metric])  # a tie keeps batch 1
         out[split] = {**per_mode[served], "mode": served,
                       **{m: {k: v for k, v in per_mode[m].items() if k != "n"} for m in MODES},
-                      "per_class_recall": dict(zip(labels, recall, strict=True)),
-                      "batch_invariance": batch_invariance(modes["batch1"], modes["batched"])}
+                      "per_class": scoring.per_class(modes[served], truth[split], labels),
+                      "batch_invariance": scoring.invariance(modes["batch1"], modes["batched"]),
+                      "agreement": scoring.agreement(modes[served], reference[split]) if reference else None}
     return out
 
 
-def served_predictions(entry: dict, logits_dir: Path) -> dict[str, np.ndarray]:
-    """A measured variant's predicted label indices per split, in the mode its quality figures come from."""
-    paths = logits_paths(logits_dir, entry["name"], tuple(entry["quality"]))
-    return {split: np.load(paths[split][q["mode"]]).argmax(-1) for split, q in entry["quality"].items()}
+def load_answers(entry: dict, answers_dir: Path, scoring: Scoring, served: bool = True) -> dict:
+    """A measured variant's answers per split: in the mode its quality figures come from (`served`), else per
+    mode."""
+    paths = answer_paths(answers_dir, entry["name"], tuple(entry["quality"]), scoring.answer_suffix)
+    if served:
+        return {split: scoring.load(paths[split][q["mode"]]) for split, q in entry["quality"].items()}
+    return {split: {m: scoring.load(p) for m, p in modes.items()} for split, modes in paths.items()}
 
 
-def truth_labels(dataset, splits: tuple[str, ...], label_map: list[int]) -> dict[str, np.ndarray]:
-    """The data's labels per split as the model's label indices."""
-    mapping = np.asarray(label_map)
-    return {s: mapping[dataset[s].labels] for s in splits}
+def run_task(models: list[str]) -> Scoring:
+    """The scoring of the task every model is for (refusing a mix: their answers could not be compared)."""
+    from ..artifacts import open_artifact
+
+    tasks = {m: open_artifact(m).task.name for m in dict.fromkeys(models)}
+    if len(set(tasks.values())) > 1:
+        raise SlimformerError("these models are for different tasks and cannot be compared: "
+                              + ", ".join(f"{Path(m).name} ({t})" for m, t in tasks.items()))
+    return scoring_for(next(iter(tasks.values())))
 
 
 def run_benchmark(variants: list[Variant], data: DataSpec, settings: BenchSettings = BenchSettings(),
                   out: Path | None = None, resume: bool = False, keep_going: bool = False) -> dict:
     """Measure every variant; the first is the reference the others' agreement is measured against.
 
-    With `out`, `results.json` is rewritten atomically after each variant; logits (per split and mode) and raw
-    end-to-end latencies are kept as .npy. With `resume`, variants already measured there (same name, model,
-    runtime, threads and options, arrays present) are taken over instead of measured again. With `keep_going`, a
-    variant that fails to load or run is recorded under "failed" and the others are still measured.
+    With `out`, `results.json` is rewritten atomically after each variant; answers (per split and mode, as the
+    task's scoring writes them) and raw end-to-end latencies are kept in out/answers. With `resume`, variants
+    already measured there (same name, model, runtime, threads and options, files present) are taken over instead
+    of measured again. With `keep_going`, a variant that fails to load or run is recorded under "failed" and the
+    others are still measured. Every model must be of one task (tasks/scoring.py scores its answers).
     """
     if not variants:
         raise SlimformerError("nothing to benchmark: give at least one model")
@@ -201,14 +214,16 @@ def run_benchmark(variants: list[Variant], data: DataSpec, settings: BenchSettin
         if len(dataset[name]) == 0:
             raise SlimformerError(f"the {name} split of {dataset.name} is empty")
     decision = settings.splits[0]
-    label_maps = [check_label_space(dataset.labels, artifact_labels(v.model), v.model) for v in variants]
+    scoring = run_task([v.model for v in variants])
+    label_maps = [scoring.label_map(dataset.labels, artifact_labels(v.model), v.model) for v in variants]
     names = [v.label() for v in variants]
     if len(set(names)) != len(names):
         raise SlimformerError(f"two variants share a name ({', '.join(names)}); name them apart")
-    logits_dir = Path(out) / "logits" if out else Path(tempfile.mkdtemp(prefix="slimformer-logits-"))
-    logits_dir.mkdir(parents=True, exist_ok=True)
+    answers_dir = Path(out) / ANSWERS_DIR if out else Path(tempfile.mkdtemp(prefix="slimformer-answers-"))
+    answers_dir.mkdir(parents=True, exist_ok=True)
     results = {
         "schema_version": SCHEMA_VERSION,
+        "task": scoring.task,
         "tool": f"slimformer {__version__}",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "dataset": dataset.summary() | {"decision_split": decision, "held_out": list(settings.splits[1:]),
@@ -220,8 +235,8 @@ def run_benchmark(variants: list[Variant], data: DataSpec, settings: BenchSettin
     previous = _previous(out, dataset.fingerprint, settings) if resume else {}
     reference = None
     for i, (variant, label_map) in enumerate(zip(variants, label_maps, strict=True)):
-        paths = logits_paths(logits_dir, names[i], settings.splits)
-        latencies_path = logits_dir / f"{names[i]}.latency_ms.npy"
+        paths = answer_paths(answers_dir, names[i], settings.splits, scoring.answer_suffix)
+        latencies_path = answers_dir / f"{names[i]}.latency_ms.npy"
         ident = {"name": names[i], "model": str(variant.model), "runtime": variant.runtime,
                  "threads": variant.threads, "options": variant.options, "artifact": artifact_key(variant.model)}
         old = previous.get(names[i])
@@ -233,7 +248,7 @@ def run_benchmark(variants: list[Variant], data: DataSpec, settings: BenchSettin
             time.sleep(settings.settle_s)  # the first too: the parent may just have built or written artifacts
             spec = {"model": str(variant.model), "runtime": variant.runtime, "threads": variant.threads,
                     "options": variant.options, "latencies_path": str(latencies_path), "data": asdict(data),
-                    "logits_paths": {s: {m: str(p) for m, p in modes.items()} for s, modes in paths.items()},
+                    "answer_paths": {s: {m: str(p) for m, p in modes.items()} for s, modes in paths.items()},
                     "settings": asdict(settings)}
             started = time.perf_counter()
             try:
@@ -253,24 +268,26 @@ def run_benchmark(variants: list[Variant], data: DataSpec, settings: BenchSettin
                     entry["cold_start"] = cold_start(variant, dataset[decision].texts[0], settings.cold_start_runs,
                                                      settings.max_length)
             entry["seconds"] = round(time.perf_counter() - started, 1)
-        logits = {s: {m: np.load(p) for m, p in modes.items()} for s, modes in paths.items()}
-        entry["quality"] = quality(logits, truth_labels(dataset, settings.splits, label_map),
-                                   artifact_labels(variant.model))
+        answers = {s: {m: scoring.load(p) for m, p in modes.items()} for s, modes in paths.items()}
         if i == 0:
-            reference = logits[decision]["batch1"]
+            reference = {s: modes["batch1"] for s, modes in answers.items()}
+        entry["quality"] = quality(answers, {s: scoring.truth(dataset[s], label_map) for s in settings.splits},
+                                   scoring.label_names(dataset.labels, artifact_labels(variant.model)), scoring,
+                                   reference if i else None)
         entry["agreement"] = {"reference": names[0], "split": decision, "mode": "batch1",
-                              **agreement(logits[decision]["batch1"], reference)} if i else None
+                              **scoring.agreement(answers[decision]["batch1"], reference[decision])} if i else None
         results["variants"].append(entry)
-        log_line(_summary_line(i, len(variants), entry, decision))
+        log_line(_summary_line(i, len(variants), entry, decision, scoring))
         if out:
             write_json(Path(out) / "results.json", results)
     return results
 
 
-def _summary_line(i: int, total: int, entry: dict, decision: str) -> str:
+def _summary_line(i: int, total: int, entry: dict, decision: str, scoring: Scoring) -> str:
     q = entry["quality"][decision]
-    return (f"[{i + 1}/{total}] {entry['name']}: {decision} accuracy {100 * q['accuracy']:.2f}% "
-            f"({q['mode']}), p50 {entry['latency_ms']['end_to_end']['p50']:.3f} ms at batch 1")
+    timed = f", p50 {entry['latency_ms']['end_to_end']['p50']:.3f} ms at batch 1" if "latency_ms" in entry else ""
+    return f"[{i + 1}/{total}] {entry['name']}: {decision} {scoring.metric_label} {100 * q[scoring.metric]:.2f}% " \
+        f"({q['mode']}){timed}"
 
 
 def remeasure(results: dict, pairs: list[tuple[str, str]], data: DataSpec, settings: BenchSettings,

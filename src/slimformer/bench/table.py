@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..hardware import gpu_text
 from ..metrics import invariance_text, merged_invariance
+from ..tasks.scoring import scoring_for
 from .energy import energy_text
 from .stats import LatencyStats
 
@@ -11,21 +12,38 @@ HEADERS = ["variant", "threads", "e2e p50 (p90/p99) ms", "e2e mean±std ms", "mo
            "energy / 1k texts", "size MB", "peak RSS MB", "cold start s", "batch-invariant"]
 
 
+def _quality_columns(results: dict) -> list[tuple[str, str, float]]:
+    """(key, header, scale) of the task's figures per split: its metrics, then its agreement with the reference
+    (embeddings: mean cosine and recall@10 of the reference's nearest neighbours)."""
+    scoring = scoring_for(results.get("task", "classification"))
+    agreement = [("agreement.mean_cosine", "cosine", 1.0), ("agreement.recall_at_10", "recall@10 %", 100.0)] \
+        if scoring.task == "embedding" else []
+    return [*scoring.columns, *agreement]
+
+
 def headers(results: dict) -> list[str]:
-    """The variant and threads, each split's accuracy and macro-F1 (decision split first), then the rest."""
+    """The variant and threads, each split's quality figures (decision split first), then the rest."""
     splits = list(results["dataset"]["n"])
     batches = "/".join(map(str, results["settings"]["batch_sizes"]))
-    return HEADERS[:2] + [f"{s} {m}" for s in splits for m in ("acc %", "macro-F1")] + \
+    return HEADERS[:2] + [f"{s} {h}" for s in splits for _, h, _ in _quality_columns(results)] + \
         [h.format(batches=batches) for h in HEADERS[2:]]
+
+
+def _cell(q: dict, key: str, scale: float) -> str:
+    outer, _, inner = key.partition(".")
+    value = q.get(outer) if not inner else (q.get(outer) or {}).get(inner)
+    return "ref" if value is None and inner else "-" if value is None else \
+        f"{scale * value:.2f}" if scale != 1.0 else f"{value:.4f}"
 
 
 def rows(results: dict) -> list[list[str]]:
     out = []
+    columns = _quality_columns(results)
     for v in results["variants"]:
         e2e = LatencyStats.from_dict(v["latency_ms"]["end_to_end"])
         model = LatencyStats.from_dict(v["latency_ms"]["model"])
         tput = "/".join(f"{t['texts_per_s']:.0f}" for t in v["throughput"])
-        quality = [x for q in v["quality"].values() for x in (f"{100 * q['accuracy']:.2f}", f"{q['macro_f1']:.4f}")]
+        quality = [_cell(q, key, scale) for q in v["quality"].values() for key, _, scale in columns]
         invariance = merged_invariance([q["batch_invariance"] for q in v["quality"].values()])
         out.append([
             v["name"], str(v["threads"]), *quality, e2e.cell(), f"{e2e.mean:.2f}±{e2e.std:.2f}", f"{model.p50:.2f}",
@@ -48,7 +66,8 @@ def machine_line(results: dict) -> str:
 def data_line(results: dict) -> str:
     d, s = results["dataset"], results["settings"]
     sizes = ", ".join(f"{split} {n}" for split, n in d["n"].items())
-    return (f"{d['name']} ({sizes} texts; fingerprint {d['fingerprint']}); accuracy = the worse of batch 1 and "
+    what = scoring_for(results.get("task", "classification")).metric_label
+    return (f"{d['name']} ({sizes} texts; fingerprint {d['fingerprint']}); {what} = the worse of batch 1 and "
             f"padded batches of {s['accuracy_batch_size']}; latency over {s['latency_samples'] or 'all'} "
             f"{d['decision_split']} texts in a fixed shuffled order after {s['warmup']} warm-up calls, batch 1; "
             f"throughput: median of {s['throughput_repeats']} runs per batch size, each until "

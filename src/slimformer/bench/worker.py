@@ -18,12 +18,9 @@ def main(spec: dict, emit) -> None:
     from ..data import load_dataset
     from ..errors import SlimformerError, disk_full
     from ..hardware import fingerprint, nvidia_driver_present
-    from .energy import EnergyMeter
     from .memory import GpuMemorySampler, peak_rss_mb, peak_vram_mb, rss_mb
 
     try:
-        import numpy as np
-
         from ..cache import dir_size_mb
         from ..runtimes import load_predictor
         from . import scenarios
@@ -51,34 +48,17 @@ def main(spec: dict, emit) -> None:
         load_s = time.perf_counter() - started
         progress("loading", 1, 1)
 
-        # answers in both modes on every split: batch 1 (the latency mode) and padded batches (offline, serving)
-        for name in settings["splits"]:
-            texts = dataset[name].texts
-            for mode, size in (("batch1", 1), ("batched", settings["accuracy_batch_size"])):
-                np.save(spec["logits_paths"][name][mode],
-                        scenarios.logits(predictor, texts, size, progress, f"{name} answers ({mode})"))
-
-        timing = dataset[settings["splits"][0]]  # the decision split's texts: nothing is timed on held-out texts
-        order = np.random.default_rng(settings["order_seed"]).permutation(len(timing))
-        shuffled = [timing.texts[i] for i in order]
-        n_lat = settings["latency_samples"] or len(shuffled)
-        latency, e2e_ms = scenarios.latency(predictor, shuffled[:n_lat], settings["warmup"], progress)
-        np.save(spec["latencies_path"], e2e_ms.astype(np.float32))
-        meter = EnergyMeter(gpu=nvidia)  # joules per 1,000 texts of the throughput runs (RAPL, NVML)
-        throughput = [scenarios.throughput(predictor, shuffled, bs, settings["throughput_min_s"],
-                                           settings["throughput_min_texts"], settings["throughput_repeats"], progress,
-                                           meter)
-                      for bs in settings["batch_sizes"]]
-        best = max(throughput, key=lambda t: t["texts_per_s"], default=None)  # the batch size worth serving
+        run = scenarios.Run(predictor, dataset, settings, spec, progress, gpu=nvidia)
+        parts = {}
+        for name in settings["scenarios"]:  # each returns the part of the result it owns
+            parts |= scenarios.SCENARIOS[name].run(run)
         files = predictor.model_files()
         emit({"event": "result", "result": {
             "predictor": predictor.describe(),
-            "latency_ms": latency,
-            "throughput": throughput,
+            **parts,
             "size_mb": round(sum(dir_size_mb(f) for f in files), 3) if files else None,
             "memory": {"rss_before_load_mb": round(rss_before, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
                        "peak_vram_mb": peak_vram_mb(), "peak_vram_nvml_mb": vram.peak_mb() if vram else None},
-            "energy": {"batch_size": best["batch_size"], **best["energy"]} if best else None,
             "load_s": round(load_s, 3),
             "machine": fingerprint(spec["threads"]),
         }})
@@ -87,7 +67,7 @@ def main(spec: dict, emit) -> None:
     except OSError as e:
         if not (full := disk_full(e)):
             raise
-        where = full.filename or os.path.dirname(spec["logits_path"])
+        where = full.filename or os.path.dirname(spec["latencies_path"])
         emit({"event": "error", "message": f"{full.strerror} writing {where}", "kind": "disk_full"})
 
 

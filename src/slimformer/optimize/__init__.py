@@ -5,8 +5,9 @@ Stages (each persisted the moment it finishes, so `--resume` after a crash or ki
   2. build every candidate recipe for this hardware (recipes.candidates) on the model and the student,
      each into RUN/variants/NAME (temp dir + rename: a half-built artifact is never taken as finished)
   3. benchmark every artifact at every thread count (results.json rewritten after each variant)
-  4. assess against the budget on the validation split; INT8 variants that break the accuracy budget get a
-     mixed-precision fallback (sensitive nodes kept in float, decided on validation) which is benchmarked too
+  4. assess against the budget on the validation split (the task's budget metric: accuracy for a classifier,
+     precision@10 for embeddings; tasks/scoring.py); INT8 classifiers that break it get a mixed-precision fallback
+     (sensitive nodes kept in float, decided on validation) which is benchmarked too
   5. select the fastest variant inside the budget, the Pareto front, and write report.md/report.html
 
 Decide on validation, report on test: every choice above is made on the validation split; the test split is
@@ -22,11 +23,12 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from ..bench.runner import BenchSettings, DataSpec, Variant, run_benchmark, served_predictions
+from ..bench.runner import ANSWERS_DIR, BenchSettings, DataSpec, Variant, load_answers, run_benchmark
 from ..cache import is_complete, read_manifest, write_json
 from ..distill import DistillConfig
 from ..errors import MissingLibraryError, OutputError, SlimformerError, first_line
 from ..progress import console, log_line, progress_bar
+from ..tasks.scoring import Scoring, scoring_for
 from .select import Budget, assess, miss_text, select
 
 BASELINE = "torch-fp32"
@@ -84,6 +86,16 @@ def _prepare(out: Path, recipe: dict, resume: bool) -> None:
     for partial in (out / "variants").glob(".*.partial") if (out / "variants").is_dir() else []:
         shutil.rmtree(partial, ignore_errors=True)  # left by a killed build: never taken as finished
     write_json(run_file, {"recipe": recipe})
+
+
+def task_recipe(recipe: str, task) -> str:
+    """A candidate's recipe without the steps that do not apply to `task` (a technique's `tasks`: cls-only reads
+    the one token a classifier's head reads; an embedding pools every token)."""
+    from ..techniques import TECHNIQUES
+
+    steps = [s for s in recipe.split(",") if s.strip()]
+    kept = [s for s in steps if task.name in (getattr(TECHNIQUES.get(s.split(":")[0]), "tasks", None) or (task.name,))]
+    return ",".join(kept)
 
 
 def _build_variants(sources: dict[str, str], candidates, out: Path, context) -> tuple[list[dict], list[dict]]:
@@ -147,8 +159,9 @@ def check_installed(modules: tuple[str, ...] = NEEDS, extra: str = "optimize") -
 
 
 def optimize(model: str, data: DataSpec, out: Path, settings: OptimizeSettings = OptimizeSettings(),
-             resume: bool = False) -> dict:
-    """Run the whole job into `out`; returns the selection (also in results.json and the report)."""
+             resume: bool = False, task: str | None = None) -> dict:
+    """Run the whole job into `out`; returns the selection (also in results.json and the report). `task`: the
+    task the model must be for (None: whatever it is)."""
     check_installed(NEEDS + (("optuna",) if settings.distill else ()))
     from .. import recipes
     from ..data import in_label_space, load_dataset
@@ -161,11 +174,19 @@ def optimize(model: str, data: DataSpec, out: Path, settings: OptimizeSettings =
     dataset = load_dataset(data.source, data.text_column, data.label_column, data.split_column, data.seed)
     artifact = open_artifact(model)
     if artifact.format != "hf":
-        raise SlimformerError(f"optimize starts from a Hugging Face classifier; {model} is a built "
+        raise SlimformerError(f"optimize starts from a Hugging Face model; {model} is a built "
                               f"{artifact.format} artifact")
+    if task is not None and task != artifact.task.name:
+        raise SlimformerError(f"{model} is a model for {artifact.task.name}, not {task} (its answers: "
+                              f"{artifact.task.description}); pass --task {artifact.task.name} or leave --task out")
+    scoring = scoring_for(artifact.task)
+    if settings.distill and artifact.task.name != "classification":
+        raise SlimformerError(f"--distill distils classifiers; {model} is a model for {artifact.task.name}")
     model = str(artifact.path)
-    dataset = in_label_space(dataset, artifact.labels, model)
-    recipe = {"model": model, "model_key": content_key(artifact.path), "dataset": dataset.name,
+    if artifact.task.labelled:
+        dataset = in_label_space(dataset, artifact.labels, model)
+    recipe = {"model": model, "model_key": content_key(artifact.path), "task": artifact.task.name,
+              "dataset": dataset.name,
               "dataset_fingerprint": dataset.fingerprint, "threads": list(settings.threads),
               "max_length": settings.bench.max_length,
               "distill": {"enabled": settings.distill, "trials": settings.distill_trials,
@@ -194,7 +215,8 @@ def optimize(model: str, data: DataSpec, out: Path, settings: OptimizeSettings =
     if unknown:
         raise SlimformerError(f"unknown candidate(s) {', '.join(sorted(unknown))}; this machine's are: "
                               f"{', '.join(c.name for c in candidates)}")
-    chosen = [c for c in candidates if not settings.only or c.name in settings.only or c.name == BASELINE]
+    chosen = [replace(c, recipe=task_recipe(c.recipe, artifact.task)) for c in candidates
+              if not settings.only or c.name in settings.only or c.name == BASELINE]
     _stage(2, total, f"building {len(chosen)} candidate recipes for {len(sources)} model(s): "
                      f"{', '.join(c.name for c in chosen)}")
     context = context_from_dataset(dataset, settings.calibration_size)
@@ -210,19 +232,21 @@ def optimize(model: str, data: DataSpec, out: Path, settings: OptimizeSettings =
     results = run_benchmark(_variants(built, settings.threads), data, settings.bench, out, resume=True,
                             keep_going=True)
     baseline = {t: variant_name("teacher", BASELINE, t) for t in settings.threads}
-    rows = _assess(results, baseline, settings, dataset, out)
+    rows = _assess(results, baseline, settings, dataset, out, scoring)
 
-    _stage(4, total, f"checking the budget on {decision}; mixed-precision fallback where INT8 breaks it")
-    fallbacks = _fall_back(rows, built, sources, dataset, context, settings, out)
+    _stage(4, total, f"checking the budget on {decision}" + ("; mixed-precision fallback where INT8 breaks it"
+                                                             if scoring.mixed_precision_fallback else ""))
+    fallbacks = _fall_back(rows, built, sources, dataset, context, settings, out) \
+        if scoring.mixed_precision_fallback else []
     if fallbacks:
         built += [f["variant"] for f in fallbacks if f.get("variant")]
         results = run_benchmark(_variants(built, settings.threads), data, settings.bench, out, resume=True,
                                 keep_going=True)
-        rows = _assess(results, baseline, settings, dataset, out)
+        rows = _assess(results, baseline, settings, dataset, out, scoring)
 
     _stage(5, total, "selecting and writing the report")
     selection = select(rows) | {"decision_split": decision, "budget": asdict(settings.budget),
-                                "budget_text": settings.budget.describe(), "rows": rows, "built": built,
+                                "budget_text": settings.budget.describe(scoring), "rows": rows, "built": built,
                                 "failed": failed,
                                 "fallbacks": [{k: v for k, v in f.items() if k != "variant"} for f in fallbacks]}
     results["selection"] = selection
@@ -247,12 +271,13 @@ def _truncation(model: str, texts: list[str], max_length: int | None, split: str
     return longer if line else None
 
 
-def _assess(results: dict, baseline: dict[int, str], settings: OptimizeSettings, dataset, out: Path) -> list[dict]:
+def _assess(results: dict, baseline: dict[int, str], settings: OptimizeSettings, dataset, out: Path,
+            scoring: Scoring) -> list[dict]:
     """The budget checked on every measured variant (decision split first), from the answers kept on disk."""
     splits = settings.bench.splits
-    truth = {s: dataset[s].labels for s in splits}  # already the model's label indices (in_label_space)
-    predictions = {v["name"]: served_predictions(v, out / "logits") for v in results["variants"]}
-    return assess(results["variants"], baseline, settings.budget, truth, predictions, splits[0])
+    truth = {s: dataset[s].labels for s in splits}  # a classifier's: already its label indices (in_label_space)
+    answers = {v["name"]: load_answers(v, out / ANSWERS_DIR, scoring) for v in results["variants"]}
+    return assess(results["variants"], baseline, settings.budget, truth, answers, splits[0], scoring)
 
 
 def _distill_seeds(model: str, data: DataSpec, out: Path, settings: OptimizeSettings) -> dict:
@@ -299,12 +324,11 @@ def _cold_starts(results: dict, selection: dict, settings: OptimizeSettings, dat
 
 
 def needs_fallback(row: dict, source_fp32: dict | None) -> bool:
-    """Mixed precision can only win back what quantization lost: the variant must miss the budget on accuracy
-    alone, and the FP32 form of its own model (e.g. the student) must be inside the accuracy budget."""
-    quality = {"accuracy", "class"}
-    if row["within"] or not {m["what"] for m in row["misses"]} <= quality:
+    """Mixed precision can only win back what quantization lost: the variant must miss the budget on quality
+    alone, and the FP32 form of its own model (e.g. the student) must be inside the quality budget."""
+    if row["within"] or any(m["kind"] != "quality" for m in row["misses"]):
         return False
-    return source_fp32 is not None and not any(m["what"] in quality for m in source_fp32["misses"])
+    return source_fp32 is not None and not any(m["kind"] == "quality" for m in source_fp32["misses"])
 
 
 def _fall_back(rows, built, sources, dataset, context, settings, out) -> list[dict]:
@@ -336,7 +360,7 @@ def _fall_back(rows, built, sources, dataset, context, settings, out) -> list[di
                 baseline = load_predictor(sources["teacher"], "torch", threads=None).evaluate(dataset["validation"])
             with progress_bar(f"sensitivity of {b['name']}", None) as update:
                 report = mixed_precision(float_artifact, steps[-1], context, dataset["validation"],
-                                         baseline["accuracy"], settings.budget.max_accuracy_drop, target, update)
+                                         baseline["accuracy"], settings.budget.max_drop, target, update)
             report |= {"from": b["name"], "decision_drop_points": row["drop_points"]}
             write_json(record_path, report)
         console.print(f"  {b['name']}: {report['nodes']} quantizable nodes; kept {len(report['excluded'])} in float "

@@ -56,7 +56,9 @@ def load_predictor(path: str | Path, runtime: str | None = None, threads: int | 
     if max_length is not None:
         options["max_length"] = max_length
     options = check_options(runtime, options)
-    return predictor_class(runtime).load(str(path), threads=threads, **options)
+    predictor = predictor_class(runtime).load(str(path), threads=threads, **options)
+    predictor.task = open_artifact(path).task  # what its answers are (tasks/scoring.py)
+    return predictor
 
 
 def artifact_labels(path: str | Path) -> list[str]:

@@ -1,4 +1,4 @@
-"""The one interface every runtime meets: texts in, logits and labels out, threads fixed."""
+"""The one interface every runtime meets: texts in, the task's answers out (logits, labels, vectors), threads fixed."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 from ..artifacts import Artifact, check_max_length, open_artifact
 from ..encoding import TextEncoder
 from ..errors import ModelError
+from ..tasks import CLASSIFICATION, Task
 from .options import RuntimeOptions, runtime_options
 
 STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
@@ -20,12 +21,17 @@ DOMAIN_OWNERS = {"com.microsoft": "ONNX Runtime"}  # operator domains only one r
 class Predictor(ABC):
     """Tokenization is shared (`encoder`); a runtime implements `load` and `forward` (encoded batch -> logits).
 
-    `tokenizer`: a TextEncoder, or a transformers tokenizer (training passes the one it trains with)."""
+    `tokenizer`: a TextEncoder, or a transformers tokenizer (training passes the one it trains with).
+
+    Answers go through the task's scoring (tasks/scoring.py): `answers` (what the benchmark stores and scores: the
+    head's raw output per text, or per word for a per-token task), `predict` (what a user gets: labels, vectors),
+    `evaluate` (the task's metrics on a labelled split). `logits` is the head's raw output of a per-text task."""
 
     runtime: ClassVar[str]
     formats: ClassVar[tuple[str, ...]]  # artifact formats it runs
     # operator domains it runs beyond standard ONNX (None: any an artifact's graph may use)
     operator_domains: ClassVar[tuple[str, ...] | None] = None
+    task: Task = CLASSIFICATION  # set by load_predictor from the artifact (runtimes.load_predictor)
 
     def __init__(self, tokenizer, labels: list[str], max_length: int, threads: int | None = 1) -> None:
         self.encoder = tokenizer if isinstance(tokenizer, TextEncoder) else \
@@ -61,18 +67,32 @@ class Predictor(ABC):
         """Pad to the longest text in the batch, truncate at max_length (int64 arrays, as the tokenizer gives)."""
         return self.encoder(texts)
 
+    @property
+    def scoring(self):
+        from ..tasks.scoring import scoring_for
+
+        return scoring_for(self.task)
+
     def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        """The task head's raw output per text (classification logits, embedding vectors), in batches."""
         parts = [self.forward(self.tokenize(texts[i:i + batch_size])) for i in range(0, len(texts), batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, len(self.labels)), np.float32)
 
-    def predict(self, texts: list[str], batch_size: int = 32) -> list[str]:
-        return [self.labels[i] for i in self.logits(texts, batch_size).argmax(-1)]
+    def answers(self, texts: list[str], batch_size: int = 32):
+        """The answers the task scores, per text in order, from padded batches of `batch_size` (scoring.answer_batch
+        on each batch, joined)."""
+        scoring = self.scoring
+        return scoring.join([scoring.answer_batch(self, texts[i:i + batch_size])
+                             for i in range(0, len(texts), batch_size)])
+
+    def predict(self, texts: list[str], batch_size: int = 32) -> list:
+        """What a user gets per text: a label (classification), a vector (embedding)..."""
+        return self.scoring.present(self.answers(texts, batch_size), self.labels)
 
     def evaluate(self, split, batch_size: int = 64) -> dict[str, float]:
-        """Accuracy and macro-F1 on a data.Split whose label indices are this model's."""
-        from ..metrics import classification_metrics
-
-        return classification_metrics(split.labels, self.logits(split.texts, batch_size).argmax(-1))
+        """The task's metrics (accuracy and macro-F1 for a classifier) on a data.Split whose label indices are this
+        model's."""
+        return self.scoring.score(self.answers(split.texts, batch_size), split.labels)
 
 
     @classmethod

@@ -38,7 +38,7 @@ class TorchPredictor(Predictor):
             torch.set_num_threads(threads)
         if not isinstance(model, Head):
             model = task_head(model, task or CLASSIFICATION, pooling)
-        self.model = model
+        self.model, self.task = model, model.task
         self.source = source
         param = next(model.parameters(), None)
         self.device = param.device if param is not None else torch.device("cpu")

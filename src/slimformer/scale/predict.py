@@ -1,9 +1,10 @@
 """`slimformer predict BUNDLE --input FILE --out FILE`: a file scored in chunks, resumable, bad rows kept apart.
 
 Input: .txt (one text per line), .csv/.tsv, .jsonl or .parquet with a text column, read as a stream. Every row
-is either scored (a line of --out: row number, text, label, score) or rejected (a line of the rejects file: row
-number, reason, value): an empty or missing text, a text that is not a string, a JSON line that does not parse.
-None is dropped silently.
+is either scored (a line of --out: row number, text, and the task's answer: label and score for a classifier, the
+vector for an embedding model) or rejected (a line of the rejects file: row number, reason, value): an empty or
+missing text, a text that is not a string, a JSON line that does not parse. None is dropped silently. Vectors go to
+.jsonl (a list per line) or .parquet (a list column, written from the finished JSON lines).
 
 Resumable: output goes to `OUT.partial` (and `REJECTS.partial`); after each chunk both are flushed to disk and
 a checkpoint `OUT.partial.json` records the rows done and both files' lengths, written atomically. A killed run
@@ -28,7 +29,7 @@ from ..cache import output_error, write_json
 from ..errors import DataError, OutputError
 
 FORMATS = {".txt": "txt", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
-OUT_FORMATS = (".jsonl", ".csv")
+OUT_FORMATS = (".jsonl", ".csv", ".parquet")
 MISSING = object()
 
 
@@ -36,8 +37,45 @@ MISSING = object()
 class Scored:
     row: int
     text: str
-    label: str
-    score: float
+    answer: dict  # the task's fields: {"label", "score"} or {"embedding"}
+
+    def record(self) -> dict:
+        return {"row": self.row, "text": self.text, **self.answer}
+
+
+def _classification(predictor, texts: list[str], batch_size: int) -> list[dict]:
+    from ..metrics import log_softmax
+
+    probs = np.exp(log_softmax(predictor.answers(texts, batch_size)))
+    return [{"label": predictor.labels[int(p.argmax())], "score": round(float(p.max()), 6)} for p in probs]
+
+
+def _embedding(predictor, texts: list[str], batch_size: int) -> list[dict]:
+    return [{"embedding": v} for v in predictor.predict(texts, batch_size)]
+
+
+# task -> (the answer fields per text, the CSV columns after row and text; None: no CSV, vectors are lists)
+def _ner(predictor, texts: list[str], batch_size: int) -> list[dict]:
+    from ..ner import text_entities
+
+    return [{"entities": found} for i in range(0, len(texts), batch_size)
+            for found in text_entities(predictor, texts[i:i + batch_size])]
+
+
+ANSWERS: dict[str, tuple[Callable, tuple[str, ...] | None]] = {
+    "classification": (_classification, ("label", "score")),
+    "embedding": (_embedding, None),
+    "ner": (_ner, None),
+}
+
+
+def answer_fields(predictor, texts: list[str], batch_size: int) -> list[dict]:
+    """Per text, the fields of the task's answer a predictions file holds."""
+    from ..errors import ModelError
+
+    if predictor.task.name not in ANSWERS:
+        raise ModelError(f"predict does not write {predictor.task.name} answers yet (tasks: {', '.join(ANSWERS)})")
+    return ANSWERS[predictor.task.name][0](predictor, texts, batch_size)
 
 
 def input_format(path: Path) -> str:
@@ -144,11 +182,17 @@ def json_value(value: Any) -> Any:
 class Output:
     """Predictions (.jsonl or .csv) and rejects (.jsonl), each appended to its `.partial` file, with a checkpoint."""
 
-    def __init__(self, out: Path, rejects: Path, identity: dict, overwrite: bool = False):
+    def __init__(self, out: Path, rejects: Path, identity: dict, overwrite: bool = False,
+                 task: str = "classification"):
         if out.suffix.lower() not in OUT_FORMATS:
-            raise OutputError(f"--out must be .jsonl or .csv, got {out.name}")
+            raise OutputError(f"--out must be .jsonl, .csv or .parquet, got {out.name}")
+        self.csv_columns = ANSWERS.get(task, (None, None))[1]
+        if out.suffix.lower() == ".csv" and self.csv_columns is None:
+            raise OutputError(f"the answers of this {task} model are lists (vectors, entities): write them to "
+                              f".jsonl or .parquet, not {out.name}")
         self.out, self.rejects, self.identity = out, rejects, identity
         self.csv = out.suffix.lower() == ".csv"
+        self.parquet = out.suffix.lower() == ".parquet"  # JSON lines while running, converted at the end
         self.parts = {"out": out.with_name(out.name + ".partial"),
                       "rejects": rejects.with_name(rejects.name + ".partial")}
         self.state_path = out.with_name(out.name + ".partial.json")
@@ -177,7 +221,7 @@ class Output:
         except OSError as e:
             raise output_error(str(out), e) from None
         if self.csv and self.state["bytes"]["out"] == 0:
-            self._write("out", self._csv_line(["row", "text", "label", "score"]))
+            self._write("out", self._csv_line(["row", "text", *self.csv_columns]))
 
     @property
     def resumed_at(self) -> int:
@@ -200,10 +244,9 @@ class Output:
     def add(self, scored: list[Scored], rejected: list[dict], rows: int) -> None:
         """One chunk: its predictions and rejects, then the checkpoint that makes them count."""
         if self.csv:
-            text = "".join(self._csv_line([s.row, s.text, s.label, s.score]) for s in scored)
+            text = "".join(self._csv_line([s.row, s.text, *(s.answer[c] for c in self.csv_columns)]) for s in scored)
         else:
-            text = "".join(json.dumps({"row": s.row, "text": s.text, "label": s.label, "score": s.score},
-                                      ensure_ascii=False) + "\n" for s in scored)
+            text = "".join(json.dumps(s.record(), ensure_ascii=False) + "\n" for s in scored)
         self._write("out", text)
         self._write("rejects", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected))
         try:
@@ -220,10 +263,32 @@ class Output:
     def finish(self) -> dict:
         for f in self.files.values():
             f.close()
-        os.replace(self.parts["out"], self.out)
+        if self.parquet:
+            _jsonl_to_parquet(self.parts["out"], self.out)
+            self.parts["out"].unlink()
+        else:
+            os.replace(self.parts["out"], self.out)
         os.replace(self.parts["rejects"], self.rejects)
         self.state_path.unlink()
         return dict(self.state)
+
+
+def _jsonl_to_parquet(source: Path, out: Path) -> None:
+    """The finished JSON lines as a Parquet file (vectors as a list<float> column), written atomically."""
+    import pyarrow as pa
+    import pyarrow.json as pajson
+    import pyarrow.parquet as pq
+
+    try:
+        table = pajson.read_json(source) if source.stat().st_size else pa.table({"row": pa.array([], pa.int64())})
+        if "embedding" in table.column_names:
+            index = table.column_names.index("embedding")
+            table = table.set_column(index, "embedding", table["embedding"].cast(pa.list_(pa.float32())))
+        tmp = out.with_name(out.name + ".tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, out)
+    except OSError as e:
+        raise output_error(str(out), e) from None
 
 
 def identity(input_path: Path, model: str, column: str) -> dict:
@@ -262,15 +327,11 @@ def split_chunk(chunk: list[Row]) -> tuple[list[tuple[int, str]], list[dict]]:
     return good, rejected
 
 
-def score_rows(rows: list[tuple[int, str]], logits: Callable[[list[str]], np.ndarray],
-               labels: list[str]) -> list[Scored]:
-    from ..metrics import log_softmax
-
+def score_rows(rows: list[tuple[int, str]], predictor, batch_size: int) -> list[Scored]:
     if not rows:
         return []
-    probs = np.exp(log_softmax(logits([t for _, t in rows])))
-    return [Scored(row, text, labels[int(p.argmax())], round(float(p.max()), 6))
-            for (row, text), p in zip(rows, probs, strict=True)]
+    fields = answer_fields(predictor, [t for _, t in rows], batch_size)
+    return [Scored(row, text, f) for (row, text), f in zip(rows, fields, strict=True)]
 
 
 def predict_file(model: str, input_path: Path, out: Path | None, rejects: Path | None = None,
@@ -288,9 +349,8 @@ def predict_file(model: str, input_path: Path, out: Path | None, rejects: Path |
         rejected_lines = []
         for chunk in chunks(values, chunk_size, 0):
             good, rejected = split_chunk(chunk)
-            scored = score_rows(good, lambda t: predictor.logits(t, batch_size), predictor.labels)
-            write_stdout("".join(json.dumps({"row": s.row, "text": s.text, "label": s.label, "score": s.score},
-                                            ensure_ascii=False) + "\n" for s in scored))
+            scored = score_rows(good, predictor, batch_size)
+            write_stdout("".join(json.dumps(s.record(), ensure_ascii=False) + "\n" for s in scored))
             rejected_lines += [json.dumps(r, ensure_ascii=False) + "\n" for r in rejected]
             total = {"rows_done": total["rows_done"] + len(chunk), "scored": total["scored"] + len(scored),
                      "rejected": total["rejected"] + len(rejected)}
@@ -300,13 +360,12 @@ def predict_file(model: str, input_path: Path, out: Path | None, rejects: Path |
             write_text(rejects, "".join(rejected_lines))
         return total | {"rejects_lines": rejected_lines if rejects is None else None}
     rejects = rejects or out.with_name(out.stem + ".rejects.jsonl")
-    output = Output(out, rejects, identity(input_path, model, text_column), overwrite)
+    output = Output(out, rejects, identity(input_path, model, text_column), overwrite, predictor.task.name)
     skip = output.resumed_at
     with progress_bar(f"scoring {input_path.name}", count_rows(input_path, fmt)) as update:
         update(advance=skip)
         for chunk in chunks(values, chunk_size, skip):
             good, rejected = split_chunk(chunk)
-            output.add(score_rows(good, lambda t: predictor.logits(t, batch_size), predictor.labels), rejected,
-                       len(chunk))
+            output.add(score_rows(good, predictor, batch_size), rejected, len(chunk))
             update(advance=len(chunk))
     return output.finish() | {"resumed_at": skip, "out": str(out), "rejects": str(rejects)}

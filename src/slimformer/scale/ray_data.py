@@ -19,6 +19,7 @@ from .predict import (
     MISSING,
     Output,
     Scored,
+    answer_fields,
     count_rows,
     identity,
     input_format,
@@ -48,21 +49,18 @@ class Scorer:
             return raw, str(e)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        from ..metrics import log_softmax
+        import json
 
         values = [self._value(v) for v in batch[VALUE].tolist()]
         reasons = [error or reject_reason(value) for value, error in values]
         good = [i for i, r in enumerate(reasons) if r is None]
-        labels, scores = [""] * len(values), [0.0] * len(values)
+        answers = [""] * len(values)  # the task's answer fields per text, as JSON (a label and score, a vector)
         if good:
-            texts = [values[i][0] for i in good]
-            probs = np.exp(log_softmax(self.predictor.logits(texts, self.batch_size)))
-            for i, p in zip(good, probs, strict=True):
-                labels[i], scores[i] = self.predictor.labels[int(p.argmax())], round(float(p.max()), 6)
-        import json
-
+            fields = answer_fields(self.predictor, [values[i][0] for i in good], self.batch_size)
+            for i, f in zip(good, fields, strict=True):
+                answers[i] = json.dumps(f)
         return {"text": [v if r is None else "" for (v, _), r in zip(values, reasons, strict=True)],
-                "label": labels, "score": scores, "reason": [r or "" for r in reasons],
+                "answer": answers, "reason": [r or "" for r in reasons],
                 "value": [json.dumps(json_value(None if v is MISSING else v)) if r else "" for (v, _), r
                           in zip(values, reasons, strict=True)]}
 
@@ -109,7 +107,9 @@ def predict_file_ray(model: str, input_path: Path, out: Path, rejects: Path | No
 
     fmt = input_format(input_path)
     rejects = rejects or out.with_name(out.stem + ".rejects.jsonl")
-    output = Output(out, rejects, identity(input_path, model, text_column), overwrite)
+    from ..artifacts import open_artifact
+
+    output = Output(out, rejects, identity(input_path, model, text_column), overwrite, open_artifact(model).task.name)
     skip = output.resumed_at
     if not ray.is_initialized():
         # locally: a CPU for every actor's threads plus one for the read tasks, or the actors starve the reads
@@ -125,7 +125,7 @@ def predict_file_ray(model: str, input_path: Path, out: Path, rejects: Path | No
     with progress_bar(f"scoring {input_path.name} on Ray", count_rows(input_path, fmt)) as update:
         for batch in scored.iter_batches(batch_size=1024, batch_format="numpy"):
             good, bad = [], []
-            n = len(batch["label"])
+            n = len(batch["answer"])
             for i in range(n):
                 if row + i < skip:
                     continue
@@ -133,8 +133,7 @@ def predict_file_ray(model: str, input_path: Path, out: Path, rejects: Path | No
                     bad.append({"row": row + i, "reason": str(batch["reason"][i]),
                                 "value": json.loads(batch["value"][i])})
                 else:
-                    good.append(Scored(row + i, str(batch["text"][i]), str(batch["label"][i]),
-                                       float(batch["score"][i])))
+                    good.append(Scored(row + i, str(batch["text"][i]), json.loads(batch["answer"][i])))
             if row + n > skip:
                 output.add(good, bad, row + n - max(row, skip))
             row += n

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -82,23 +83,33 @@ def batch_invariance(manifest: dict) -> dict | str:
 
 
 def invariance_line(manifest: dict) -> str:
+    from ..metrics import invariance_text
+
     measured = batch_invariance(manifest)
     if isinstance(measured, str):
         return "batch invariance: not measured for this bundle (answers may differ slightly with batch-mates)"
-    flag = " (FLAGGED: labels depend on batch-mates; consider --max-batch 1)" if measured.get("flagged") else ""
-    return (f"batch invariance: {100 * measured['label_change_rate']:.2f}% of labels change in padded batches, "
-            f"max |Δlogit| {measured['max_abs_logit_diff']:.2g}, over {measured['n']} texts{flag}")
+    flag = " (FLAGGED: answers depend on batch-mates; consider --max-batch 1)" if measured.get("flagged") else ""
+    return f"batch invariance: {invariance_text(measured)} in padded batches, over {measured['n']} texts{flag}"
+
+
+def bundle_task(bundle: str | Path) -> str:
+    """The task of the bundle (or model directory) served: which endpoint answers."""
+    from ..artifacts import open_artifact
+
+    return open_artifact(bundle).task.name
 
 
 # -- request and response bodies ----------------------------------------------------------------------------
-def request_model(max_texts: int, max_chars: int) -> type[BaseModel]:
+def request_model(max_texts: int, max_chars: int, task: str = "classification") -> type[BaseModel]:
     """The request body with this server's limits in it: beyond them 422, and the spec says so."""
     text = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=max_chars)]
+    verb = ENDPOINTS[task].verb
+    extra = {"probabilities": (StrictBool, Field(False, description="Also return every label's probability."))} \
+        if task == "classification" else {}
     return create_model(
-        "ClassifyRequest", __config__=ConfigDict(extra="forbid"),
+        f"{verb.capitalize()}Request", __config__=ConfigDict(extra="forbid"),
         texts=(list[text], Field(min_length=1, max_length=max_texts, description=f"1 to {max_texts} texts to "
-                                 f"classify, each 1 to {max_chars} characters.")),
-        probabilities=(StrictBool, Field(False, description="Also return every label's probability.")))
+                                 f"{verb}, each 1 to {max_chars} characters.")), **extra)
 
 
 class Prediction(BaseModel):
@@ -109,6 +120,26 @@ class Prediction(BaseModel):
 
 class ClassifyResponse(BaseModel):
     predictions: list[Prediction] = Field(description="One per text, in order.")
+    model: str
+
+
+class EmbedResponse(BaseModel):
+    embeddings: list[list[float]] = Field(description="One vector per text, in order (pooled and normalised as "
+                                          "the model's own configuration says).")
+    dim: int
+    model: str
+
+
+class Entity(BaseModel):
+    type: str = Field(description="The entity type (PER, ORG, LOC, MISC for CoNLL-2003).")
+    text: str = Field(description="The text it covers: texts[i][start:end].")
+    start: int = Field(description="Character offset of its first character.")
+    end: int = Field(description="Character offset after its last character.")
+    score: float = Field(description="Mean probability of the predicted tag over its words.")
+
+
+class NerResponse(BaseModel):
+    entities: list[list[Entity]] = Field(description="Per text, in order, its entities in order of appearance.")
     model: str
 
 
@@ -126,6 +157,62 @@ def predictions(rows, labels: list[str], probabilities: bool) -> list[dict]:
             prediction["probabilities"] = {label: float(x) for label, x in zip(labels, p, strict=True)}
         out.append(prediction)
     return out
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """How a task is served: its path, what the batcher hands back per text (`rows`: from the model's raw output
+    of a batch) and the response body (`body`: from those rows)."""
+
+    path: str
+    verb: str
+    response: type[BaseModel]
+    summary: str
+    rows: Callable[[np.ndarray], np.ndarray]
+    body: Callable[[list, list[str], Any], dict]
+    batch: Callable[[Any, list[str]], list] | None = None  # (predictor, texts) -> rows, for a per-token task
+
+
+def _probabilities(logits: np.ndarray) -> np.ndarray:
+    from ..metrics import log_softmax
+
+    return np.exp(log_softmax(logits))
+
+
+ENDPOINTS = {
+    "classification": Endpoint(
+        "/v1/classify", "classify", ClassifyResponse,
+        "Classify texts: a label and its probability per text (every label's on request)", _probabilities,
+        lambda rows, labels, body: {"predictions": predictions(rows, labels, body.probabilities)}),
+    "embedding": Endpoint(
+        "/v1/embed", "embed", EmbedResponse, "Embed texts: one vector per text", lambda vectors: vectors,
+        lambda rows, labels, body: {"embeddings": [np.asarray(r, dtype=np.float32).tolist() for r in rows],
+                                    "dim": int(len(rows[0])) if len(rows) else 0}),
+    "ner": Endpoint(
+        "/v1/ner", "tag", NerResponse, "Find named entities: per text its entities' type, text, character span "
+        "and score", lambda rows: rows, lambda rows, labels, body: {"entities": list(rows)},
+        batch=lambda predictor, texts: _ner_entities(predictor, texts)),
+}
+
+
+def _ner_entities(predictor, texts: list[str]) -> list:
+    from ..ner import text_entities  # numpy and tokenizers only
+
+    return text_entities(predictor, texts)
+ANSWER_PATHS = tuple(e.path for e in ENDPOINTS.values())
+
+
+def endpoint(task: str) -> Endpoint:
+    from ..errors import ModelError
+
+    if task not in ENDPOINTS:
+        raise ModelError(f"a {task} model cannot be served yet (served tasks: {', '.join(ENDPOINTS)})")
+    return ENDPOINTS[task]
+
+
+def wrong_endpoint(path: str, task: str) -> str:
+    """The one line a request to another task's endpoint gets (404)."""
+    return f"this server's bundle is for {task}: it answers POST {ENDPOINTS[task].path}, not {path}"
 
 
 def key_matches(given: str | None, key: bytes) -> bool:
@@ -167,7 +254,7 @@ class Gate:
         try:
             await self._limited(scope, receive, observed_send)
         finally:
-            if scope["path"] == "/v1/classify":
+            if scope["path"] in ANSWER_PATHS:
                 self.metrics.requests.labels(str(status[0])).inc()
                 self.metrics.latency.observe(time.perf_counter() - started)
 
@@ -207,6 +294,8 @@ class Model:
     def __init__(self, settings: ServeSettings):
         self.settings = settings
         self.manifest = read_manifest(settings.bundle)
+        self.task = bundle_task(settings.bundle)
+        self.endpoint = endpoint(self.task)
         self.metrics = ServerMetrics(settings.max_batch)
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="slimformer-model")
         self.predictor = None
@@ -218,14 +307,16 @@ class Model:
 
     def _load(self) -> None:
         """On the model thread: load, then warm up every batch size the batcher may use."""
-        from ..metrics import log_softmax
         from ..runtimes import load_predictor
 
         predictor = load_predictor(self.settings.bundle, threads=self.threads)
         self.splitter = PaddingSplitter(predictor.forward)
+        rows = self.endpoint.rows
 
         def run_batch(texts: list[str]) -> np.ndarray:
-            return np.exp(log_softmax(self.splitter(predictor.tokenize(texts))))
+            if self.endpoint.batch is not None:  # per-word answers: tokenized with word ids, one padded batch
+                return self.endpoint.batch(predictor, texts)
+            return rows(self.splitter(predictor.tokenize(texts)))
 
         self.run_batch = run_batch
         self.predictor = predictor
@@ -271,12 +362,14 @@ class Model:
         s = self.settings
         return {
             "state": self.state, **({"error": self.error} if self.error else {}),
-            "bundle": str(Path(s.bundle).resolve()), "variant": bundle.get("variant"),
+            "bundle": str(Path(s.bundle).resolve()), "variant": bundle.get("variant"), "task": self.task,
+            "endpoint": self.endpoint.path,
             "runtime": self.predictor.runtime if self.predictor else bundle.get("runtime"),
             "labels": self.predictor.labels if self.predictor else self.manifest.get("labels"),
             "max_length": self.predictor.max_length if self.predictor else self.manifest.get("max_length"),
             "batch_invariance": batch_invariance(self.manifest),
-            "bundle_metrics": {k: bundle.get("metrics", {}).get(k) for k in ("accuracy", "latency_ms_end_to_end")
+            "bundle_metrics": {k: bundle.get("metrics", {}).get(k) for k in ("metric", "accuracy", "precision_at_10",
+                                                                                "latency_ms_end_to_end")
                                if k in bundle.get("metrics", {})},
             "batching": s.policy().describe() | (
                 {"cost_model": self.batcher.cost.to_dict(), "batch_cap": self.batcher.batch_cap(),
@@ -320,9 +413,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
         loading.cancel()
         await model.stop()
 
-    app = FastAPI(title="slimformer classifier", version="1", lifespan=lifespan,
-                  description="Text classification with a slimformer bundle, dynamically batched. Limits "
-                  "are in the request schema and /v1/info. Errors have a JSON body {\"detail\": ...}.")
+    served = model.endpoint
+    app = FastAPI(title=f"slimformer {model.task}", version="1", lifespan=lifespan,
+                  description=f"{model.task.capitalize()} with a slimformer bundle ({served.path}), dynamically "
+                  "batched. Limits are in the request schema and /v1/info. Errors have a JSON body "
+                  "{\"detail\": ...}.")
     app.state.model = model
     check = _api_key_check(settings.api_key_file)
     protected = [Depends(check)] if check else []
@@ -339,7 +434,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
                                              "msg": f"malformed request body: {exc.detail}"}]}, 422)
         return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
-    async def classify(body) -> Response:
+    async def answer(body) -> Response:
         texts = body.texts
         batcher = model.batcher
         if batcher is None:
@@ -359,12 +454,21 @@ def create_app(settings: ServeSettings) -> FastAPI:
             return _error(504, f"no answer within the request timeout of {settings.timeout_s} s")
         finally:
             model.metrics.queue_depth.set(batcher.depth())
-        return JSONResponse({"predictions": predictions(rows, model.predictor.labels, body.probabilities),
-                             "model": model.info_name})
+        return JSONResponse({**served.body(rows, model.predictor.labels, body), "model": model.info_name})
 
-    classify.__annotations__ = {"body": request_model(settings.max_texts, settings.max_chars), "return": Response}
-    app.post("/v1/classify", response_model=ClassifyResponse, dependencies=protected, responses=ERRORS,
-             summary="Classify texts: a label and its probability per text (every label's on request)")(classify)
+    answer.__annotations__ = {"body": request_model(settings.max_texts, settings.max_chars, model.task),
+                              "return": Response}
+    app.post(served.path, response_model=served.response, dependencies=protected, responses=ERRORS,
+             summary=served.summary)(answer)
+
+    def elsewhere(path: str):
+        async def route() -> Response:
+            return _error(404, wrong_endpoint(path, model.task))
+        return route
+
+    for path in ANSWER_PATHS:  # another task's endpoint: say which one answers
+        if path != served.path:
+            app.post(path, include_in_schema=False, dependencies=protected)(elsewhere(path))
 
     @app.get("/v1/info", dependencies=protected, responses={401: ERRORS[401]},
              summary="The bundle, its measured batch invariance, batching policy and cost model, limits")

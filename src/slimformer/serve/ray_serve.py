@@ -4,7 +4,7 @@ Batching is Ray Serve's own `@serve.batch` (a fixed window, `--max-batch` / `--m
 a thread of its own so the replica's event loop keeps accepting requests while a batch runs (ray#40328).
 Replicas (`--replicas N` or `--autoscale MIN:MAX`) are spread over the cluster, each with `num_cpus` equal to its
 model threads; `max_queued_requests` (`--max-queue`) makes the proxy answer 503 when they are all busy. The
-HTTP API is the plain server's (/v1/classify, /v1/info, /healthz, /readyz) with the same request schema and
+HTTP API is the plain server's (/v1/classify or /v1/embed, /v1/info, /healthz, /readyz) with the same request schema and
 limits; Ray's HTTP proxy sits in front of it. Local Ray unless `--ray-address`.
 """
 
@@ -24,7 +24,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ..errors import SlimformerError
-from .app import ServeSettings, batch_invariance, key_matches, predictions, read_manifest, request_model
+from .app import (
+    ANSWER_PATHS,
+    ServeSettings,
+    batch_invariance,
+    bundle_task,
+    endpoint,
+    key_matches,
+    read_manifest,
+    request_model,
+    wrong_endpoint,
+)
 from .batcher import PaddingSplitter
 
 RAY_WAIT_MS = 5.0
@@ -51,7 +61,6 @@ class Classifier:
     """One replica: the bundle loaded once, batches from `@serve.batch` run on a model thread."""
 
     def __init__(self, settings: dict, threads: int):
-        from ..metrics import log_softmax
         from ..runtimes import load_predictor
 
         self.settings = ServeSettings(**settings)
@@ -60,11 +69,12 @@ class Classifier:
         self.predictor = load_predictor(self.settings.bundle, threads=threads)
         self.threads = threads
         self.manifest = read_manifest(self.settings.bundle)
-        self.body_model = request_model(self.settings.max_texts, self.settings.max_chars)
+        self.task = bundle_task(self.settings.bundle)
+        self.endpoint = endpoint(self.task)
+        self.body_model = request_model(self.settings.max_texts, self.settings.max_chars, self.task)
         self.key = Path(self.settings.api_key_file).read_text().strip().encode() if self.settings.api_key_file \
             else None
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="slimformer-model")
-        self.softmax = lambda logits: np.exp(log_softmax(logits))
         self.splitter = PaddingSplitter(self.predictor.forward)
         self.classify_batch.set_max_batch_size(self.settings.max_batch)
         self.classify_batch.set_batch_wait_timeout_s(self.wait_ms / 1e3)
@@ -73,7 +83,7 @@ class Classifier:
                 self.run_batch([" ".join(["warm"] * words)] * n)
 
     def run_batch(self, texts: list[str]) -> np.ndarray:
-        return self.softmax(self.splitter(self.predictor.tokenize(texts)))
+        return self.endpoint.rows(self.splitter(self.predictor.tokenize(texts)))
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def classify_batch(self, texts: list[str]) -> list[np.ndarray]:
@@ -83,6 +93,7 @@ class Classifier:
     def info(self) -> dict:
         s = self.settings
         return {"state": "ready", "bundle": str(Path(s.bundle).resolve()), "runtime": self.predictor.runtime,
+                "task": self.task, "endpoint": self.endpoint.path,
                 "labels": self.predictor.labels, "max_length": self.predictor.max_length,
                 "batch_invariance": batch_invariance(self.manifest),
                 "batching": {"policy": "ray-serve-batch", "max_batch": s.max_batch, "max_wait_ms": self.wait_ms},
@@ -94,7 +105,7 @@ class Classifier:
         path = request.url.path.rstrip("/")
         if path in ("/healthz", "/readyz"):
             return JSONResponse({"status": "ok" if path == "/healthz" else "ready"})
-        if path not in ("/v1/classify", "/v1/info"):
+        if path not in (*ANSWER_PATHS, "/v1/info"):
             return JSONResponse({"detail": "Not Found"}, 404)
         if self.key and not key_matches(request.headers.get("x-api-key") or
                                         request.headers.get("authorization", "").removeprefix("Bearer "), self.key):
@@ -103,6 +114,8 @@ class Classifier:
             return JSONResponse(self.info())
         if request.method != "POST":
             return JSONResponse({"detail": "Method Not Allowed"}, 405)
+        if path != self.endpoint.path:
+            return JSONResponse({"detail": wrong_endpoint(path, self.task)}, 404)
         raw = await request.body()
         if len(raw) > self.settings.max_body_bytes:
             return JSONResponse({"detail": f"request body over the limit of {self.settings.max_body_bytes} bytes"},
@@ -114,7 +127,7 @@ class Classifier:
         except ValidationError as e:
             return JSONResponse({"detail": json.loads(e.json(include_url=False))}, 422)
         rows = await asyncio.gather(*(self.classify_batch(t) for t in body.texts))
-        return JSONResponse({"predictions": predictions(rows, self.predictor.labels, body.probabilities),
+        return JSONResponse({**self.endpoint.body(rows, self.predictor.labels, body),
                              "model": (self.manifest.get("bundle") or {}).get("variant") or Path(
                                  self.settings.bundle).name})
 
@@ -157,7 +170,8 @@ def run_ray_server(settings: ServeSettings, options: RayOptions) -> None:
 
     stop = threading.Event()
     start(settings, options, on_signal=lambda *_: stop.set())  # a signal while deploying stops right after
-    print(f"Ray Serve: http://{settings.host}:{settings.port}/v1/classify", flush=True)
+    print(f"Ray Serve: http://{settings.host}:{settings.port}{endpoint(bundle_task(settings.bundle)).path}",
+          flush=True)
     stop.wait()
     serve.shutdown()
     ray.shutdown()
