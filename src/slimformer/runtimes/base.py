@@ -12,6 +12,7 @@ from ..artifacts import Artifact, check_max_length, open_artifact
 from ..encoding import TextEncoder
 from ..errors import ModelError
 from ..tasks import CLASSIFICATION, Task
+from ..tasks.scoring import scoring_for
 from .options import RuntimeOptions, runtime_options
 
 STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
@@ -69,8 +70,6 @@ class Predictor(ABC):
 
     @property
     def scoring(self):
-        from ..tasks.scoring import scoring_for
-
         return scoring_for(self.task)
 
     def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
