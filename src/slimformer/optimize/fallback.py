@@ -15,17 +15,18 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import check
 from ..metrics import log_softmax
-from ..techniques import build
-from ..techniques.base import HANDLERS, Artifact, BuildContext, TechniqueConfig
-from ..techniques.quantize_onnx import DynamicQuantConfig, StaticQuantConfig
+from ..techniques import build, write_step
+from ..techniques.base import Artifact, BuildContext, TechniqueConfig
 
 WEIGHT_OPS = {"MatMul", "Gemm", "Attention", "Gather", "EmbedLayerNormalization"}
 PROBE_TEXTS = 128
 
 
 def can_fall_back(recipe: list[TechniqueConfig]) -> bool:
-    return bool(recipe) and isinstance(recipe[-1], DynamicQuantConfig | StaticQuantConfig)
+    """Whether the recipe's last step can keep nodes in float: it can be applied to one node alone (a probe)."""
+    return bool(recipe) and recipe[-1].probe("") is not None
 
 
 def quantizable_nodes(artifact: Artifact, config: TechniqueConfig) -> list[str]:
@@ -47,21 +48,13 @@ def _mean_kl(logits: np.ndarray, reference: np.ndarray) -> float:
 def sensitivity(float_artifact: Artifact, config: TechniqueConfig, context: BuildContext, texts: list[str],
                 progress=lambda *a, **k: None) -> list[dict]:
     """Every quantizable node, most sensitive first: {node, kl, flips} with only that node quantized."""
-    from ..cache import write_json
-    from ..runtimes import load_predictor
-    from ..techniques import _copy_model_metadata, _quiet_root_logger
-
-    reference = load_predictor(float_artifact.path, "onnxruntime", threads=None).logits(texts)
-    probe = replace(config, exclude=(), only=()) if isinstance(config, DynamicQuantConfig) else \
-        replace(config, exclude=(), only=(), calibration_size=min(64, config.calibration_size))
+    task = float_artifact.task
+    reference = check.outputs(check.load(float_artifact), texts, task)
     scores = []
     for node in quantizable_nodes(float_artifact, config):
         with tempfile.TemporaryDirectory(prefix="slimformer-probe-") as tmp:
-            with _quiet_root_logger():
-                HANDLERS[type(probe)](replace(probe, only=(node,)), float_artifact, Path(tmp), context)
-            _copy_model_metadata(float_artifact, Path(tmp))
-            write_json(Path(tmp) / "manifest.json", float_artifact.manifest)
-            logits = load_predictor(tmp, "onnxruntime", threads=None).logits(texts)
+            probed = write_step(float_artifact, config.probe(node), Path(tmp), context)
+            logits = check.outputs(check.load(probed), texts, task)
         scores.append({"node": node, "kl": _mean_kl(logits, reference),
                        "flips": int((logits.argmax(-1) != reference.argmax(-1)).sum())})
         progress()
@@ -71,9 +64,8 @@ def sensitivity(float_artifact: Artifact, config: TechniqueConfig, context: Buil
 def mixed_precision(float_artifact: Artifact, config: TechniqueConfig, context: BuildContext, validation,
                     baseline_accuracy: float, max_drop: float, out: Path, progress=lambda *a, **k: None) -> dict:
     """Re-quantize keeping the most sensitive nodes in float until validation accuracy is within `max_drop`
-    points of `baseline_accuracy`. Writes the chosen artifact to `out`; returns what was done."""
-    from ..runtimes import load_predictor
-
+    points of `baseline_accuracy`. Writes the chosen artifact to `out` (`config` with the kept nodes added to its
+    `exclude`); returns what was done."""
     ranking = sensitivity(float_artifact, config, context, validation.texts[:PROBE_TEXTS], progress)
     tried, chosen, k = [], None, 1
     while ranking:
@@ -81,7 +73,7 @@ def mixed_precision(float_artifact: Artifact, config: TechniqueConfig, context: 
         excluded = tuple(r["node"] for r in ranking[:k])
         candidate = replace(config, exclude=tuple(config.exclude) + excluded)
         artifact = build(float_artifact.path, [candidate], None, context)  # cached by content hash
-        accuracy = load_predictor(artifact.path, "onnxruntime", threads=None).evaluate(validation)["accuracy"]
+        accuracy = check.load(artifact).evaluate(validation)["accuracy"]
         drop = 100 * (baseline_accuracy - accuracy)
         tried.append({"kept_in_float": k, "validation_accuracy": accuracy, "drop_points": round(drop, 3)})
         progress()

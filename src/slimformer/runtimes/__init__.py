@@ -44,18 +44,20 @@ def load_predictor(path: str | Path, runtime: str | None = None, threads: int | 
     """Load the artifact at `path` into `runtime`, threads fixed, texts truncated at `max_length` tokens.
 
     Defaults: the runtime, options and max_length a bundle (`slimformer export`) records, else the format's
-    runtime and the model's max_length (artifacts.default_max_length). Options are checked (check_options):
-    an unknown option or a bad value is refused before anything loads."""
-    from ..bundle import bundle_settings
-
-    settings = bundle_settings(path)
-    runtime = runtime or settings.get("runtime") or default_runtime(path)
+    runtime and the model's max_length (artifacts.default_max_length); the runtime also applies what the artifact's
+    runtime_settings ask of it. Options are checked (check_options): an unknown option or a bad value is refused
+    before anything loads."""
+    if runtime is not None:
+        check_options(runtime, options)  # refused before anything is opened
+    artifact = open_artifact(path)
+    settings = artifact.bundle
+    runtime = runtime or settings.get("runtime") or DEFAULT_RUNTIME[artifact.format]
     options = {**(settings.get("options") or {}), **options} if runtime == settings.get("runtime") else options
     if max_length is not None:
         options["max_length"] = max_length
     options = check_options(runtime, options)
     predictor = predictor_class(runtime).load(str(path), threads=threads, **options)
-    predictor.task = open_artifact(path).task  # what its answers are (tasks/scoring.py)
+    predictor.task = artifact.task  # what its answers are (tasks/scoring.py)
     return predictor
 
 

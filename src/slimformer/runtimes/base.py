@@ -12,6 +12,10 @@ from ..artifacts import Artifact, check_max_length, open_artifact
 from ..encoding import TextEncoder
 from ..errors import ModelError
 from ..tasks import CLASSIFICATION, Task
+from .options import RuntimeOptions, runtime_options
+
+STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
+DOMAIN_OWNERS = {"com.microsoft": "ONNX Runtime"}  # operator domains only one runtime implements
 
 
 class Predictor(ABC):
@@ -24,6 +28,9 @@ class Predictor(ABC):
     `evaluate` (the task's metrics on a labelled split). `logits` is the head's raw output of a per-text task."""
 
     runtime: ClassVar[str]
+    formats: ClassVar[tuple[str, ...]]  # artifact formats it runs
+    # operator domains it runs beyond standard ONNX (None: any an artifact's graph may use)
+    operator_domains: ClassVar[tuple[str, ...] | None] = None
     task: Task = CLASSIFICATION  # set by load_predictor from the artifact (runtimes.load_predictor)
 
     def __init__(self, tokenizer, labels: list[str], max_length: int, threads: int | None = 1) -> None:
@@ -88,12 +95,23 @@ class Predictor(ABC):
         return self.scoring.score(self.answers(split.texts, batch_size), split.labels)
 
 
-def artifact_for(path: str, formats: tuple[str, ...], runtime: str,
-                 max_length: int | None = None) -> tuple[Artifact, int]:
-    """Open an artifact, make sure `runtime` can run its format, and settle its max_length (None: the model's)."""
-    artifact = open_artifact(path)
-    if artifact.format not in formats:
-        hint = " (build one with --recipe onnx,...)" if "onnx" in formats else ""
-        raise ModelError(f"the {runtime} runtime runs {' or '.join(formats)} models; {path} is "
-                         f"{artifact.format}{hint}")
-    return artifact, check_max_length(artifact.path, max_length)
+    @classmethod
+    def open(cls, path: str, threads: int | None, options: dict[str, Any]) -> tuple[Artifact, RuntimeOptions, int]:
+        """What every runtime's `load` starts with: the artifact (refused in one line when this runtime cannot run
+        its format or its graph's operators), its options checked (the artifact's runtime_settings for this
+        runtime under the given ones, threads included) and its max_length settled (None: the model's)."""
+        runtime_options(cls.runtime, options, threads)  # a bad option is refused before anything is opened
+        artifact = open_artifact(path)
+        if artifact.format not in cls.formats:
+            hint = " (build one with --recipe onnx,...)" if "onnx" in cls.formats else ""
+            raise ModelError(f"the {cls.runtime} runtime runs {' or '.join(cls.formats)} models; {path} is "
+                             f"{artifact.format}{hint}")
+        if cls.operator_domains is not None:
+            for domain, step in artifact.operator_domains().items():
+                if domain not in STANDARD_DOMAINS + cls.operator_domains:
+                    what = f"{DOMAIN_OWNERS[domain]}-only operators" if domain in DOMAIN_OWNERS else \
+                        f"operators {cls.runtime} does not run"
+                    raise ModelError(f"{cls.runtime} cannot run {path}: {step} fused it into {what} ({domain} "
+                                     f"domain); build the {cls.runtime} variant without {step}")
+        opts = runtime_options(cls.runtime, options, threads, artifact.runtime_options(cls.runtime))
+        return artifact, opts, check_max_length(artifact.path, opts.max_length)

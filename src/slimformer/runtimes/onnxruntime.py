@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from ..cache import cache_dir
 from ..errors import MissingLibraryError, ModelError, first_line, missing_library
-from .base import Predictor, artifact_for
-from .options import runtime_options
+from .base import Predictor
 
 # the provider each device asks for first (the CPU provider always comes last, for the ops a GPU one lacks)
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
@@ -26,14 +26,6 @@ NO_CUDA_EP = ("device {device} needs onnxruntime-gpu; this onnxruntime has only 
 TRT_MAX_BATCH = 256  # the largest batch a TensorRT engine is built for (recipes.GPU_BATCH_SIZES)
 LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
           "all": "ORT_ENABLE_ALL"}
-
-
-def graph_level(artifact) -> str:
-    """The level an `ort-optimize` step chose, else 'all'."""
-    for step in reversed(artifact.manifest.get("steps", [])):
-        if step["technique"] == "ort-optimize":
-            return step["level"]
-    return "all"
 
 
 def providers(device: str, available: list[str], model: Path | None = None, max_length: int = 512) -> list:
@@ -45,8 +37,6 @@ def providers(device: str, available: list[str], model: Path | None = None, max_
         raise MissingLibraryError(NO_CUDA_EP.format(device=device, available=", ".join(available)))
     out: list = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
     if device == "tensorrt":
-        from ..cache import cache_dir
-
         # one optimization profile from 1 x 1 to TRT_MAX_BATCH x max_length: without it the engine is rebuilt
         # whenever a batch is longer or larger than any before, in the middle of a timed run
         names = _input_names(model) if model else []
@@ -108,12 +98,12 @@ def open_session(model: Path, threads: int | None = 1, level: str = "all", devic
 
 class OrtPredictor(Predictor):
     runtime = "onnxruntime"
+    formats = ("onnx",)
 
     @classmethod
     def load(cls, path: str, threads: int | None = 1, max_length: int | None = None, **options: Any) -> OrtPredictor:
-        opts = runtime_options(cls.runtime, {"max_length": max_length, **options})
-        artifact, max_length = artifact_for(path, ("onnx",), cls.runtime, opts.max_length)
-        level = opts.graph_optimization_level or graph_level(artifact)
+        artifact, opts, max_length = cls.open(path, threads, {"max_length": max_length, **options})
+        threads, level = opts.threads, opts.graph_optimization_level
         session, disabled = open_session(artifact.path / "model.onnx", threads, level, opts.device,
                                          opts.fuse_skip_layer_norm, max_length=max_length)
         predictor = cls(artifact.encoder(max_length), artifact.labels, max_length, threads)

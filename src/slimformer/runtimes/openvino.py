@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError
-from .base import Predictor, artifact_for
-from .options import runtime_options
+from .base import Predictor
 
 SMALLEST_BUCKET = 16
 PAD_VALUES = {"input_ids": "pad_token_id", "attention_mask": None, "token_type_ids": "pad_token_type_id"}
@@ -43,19 +42,16 @@ def _ov_error(e: Exception) -> str:
 
 class OpenVinoPredictor(Predictor):
     runtime = "openvino"
+    formats = ("onnx", "openvino")
+    operator_domains = ()  # standard ONNX only: graphs fused into ONNX Runtime's own operators are refused
 
     @classmethod
     def load(cls, path: str, threads: int | None = 1, max_length: int | None = None,
              **options: Any) -> OpenVinoPredictor:
         import openvino as ov
 
-        opts = runtime_options(cls.runtime, {"max_length": max_length, **options})
-        artifact, max_length = artifact_for(path, ("onnx", "openvino"), cls.runtime, opts.max_length)
-        device = opts.device
-        if any(step["technique"] == "ort-optimize" and step["stats"].get("fusion")
-               for step in artifact.manifest.get("steps", [])):
-            raise ModelError(f"openvino cannot run {path}: ort-optimize fused it into ONNX Runtime-only operators "
-                             "(com.microsoft domain); build the openvino variant without ort-optimize")
+        artifact, opts, max_length = cls.open(path, threads, {"max_length": max_length, **options})
+        device, threads = opts.device, opts.threads
         model_path = artifact.path / ("model.xml" if artifact.format == "openvino" else "model.onnx")
         config = {"INFERENCE_PRECISION_HINT": opts.precision, "PERFORMANCE_HINT": opts.hint.upper(),
                   "NUM_STREAMS": "1"}
@@ -100,7 +96,10 @@ class OpenVinoPredictor(Predictor):
         batch, length = encoded["input_ids"].shape
         bucket = next((b for b in self.static if b >= length), None) if batch == 1 else None
         if bucket is not None:
-            return np.array(self.static[bucket].infer(self._pad(encoded, bucket))[0], dtype=np.float32)
+            out = np.array(self.static[bucket].infer(self._pad(encoded, bucket))[0], dtype=np.float32)
+            if out.ndim == 3:  # one row per token (ner): the bucket's padding goes again
+                out = out[:, -length:] if self.encoder.padding_side == "left" else out[:, :length]
+            return out
         feed = {name: encoded[name].astype(np.int64, copy=False) for name in self.input_names}
         return np.array(self.request.infer(feed)[0], dtype=np.float32)
 

@@ -24,6 +24,7 @@ class RuntimeOptions:
 
     runtime: ClassVar[str] = ""
     choices: ClassVar[dict[str, tuple[str, ...]]] = {}
+    threads: int | None = 1  # intra-op threads (None: the library's default); given apart, never as an option
     max_length: int | None = None  # tokens per text (default: the model's, see artifacts.default_max_length)
 
 
@@ -40,7 +41,7 @@ class OrtOptions(RuntimeOptions):
     runtime = "onnxruntime"
     choices = {"graph_optimization_level": ("disabled", "basic", "extended", "all"),
                "device": ("cpu", "cuda", "tensorrt")}
-    graph_optimization_level: str | None = None  # None: the level an ort-optimize step chose, else all
+    graph_optimization_level: str = "all"  # an artifact's runtime_settings may set it (ort-optimize records its level)
     device: str = "cpu"  # cuda: the CUDA execution provider; tensorrt: TensorRT EP (fp16 engines), CUDA behind it
     fuse_skip_layer_norm: bool | None = None  # None: fused on a GPU only (the CPU kernel is slow)
     io_binding: bool | None = None  # None: on a GPU (output kept on the device, one copy back per batch)
@@ -101,9 +102,11 @@ def check_options(runtime: str, options: dict[str, Any]) -> dict[str, Any]:
         raise SlimformerError(f"unknown runtime '{runtime}' (available: {', '.join(OPTIONS)})")
     declared = OPTIONS[runtime]
     hints = typing.get_type_hints(declared)
-    fields = {f.name for f in dataclasses.fields(declared)}
+    fields = {f.name for f in dataclasses.fields(declared)} - {"threads"}
     checked = {}
     for name, value in options.items():
+        if name == "threads":
+            raise SlimformerError(f"threads is not a {runtime} option: give the thread count on its own (--threads)")
         if name not in fields:
             valid = ", ".join(sorted(fields))
             raise SlimformerError(f"the {runtime} runtime has no option '{name}' (options: {valid})")
@@ -111,6 +114,10 @@ def check_options(runtime: str, options: dict[str, Any]) -> dict[str, Any]:
     return checked
 
 
-def runtime_options(runtime: str, options: dict[str, Any]):
-    """The runtime's options object: given ones checked and coerced, the rest at their defaults."""
-    return OPTIONS[runtime](**check_options(runtime, options))
+def runtime_options(runtime: str, options: dict[str, Any], threads: int | None = 1, recorded: dict | None = None):
+    """The runtime's options object, every field checked and coerced: `recorded` (what the artifact's
+    runtime_settings ask of this runtime) under the given `options`, `threads` (None: the library's default),
+    the rest at their defaults."""
+    given = {k: v for k, v in check_options(runtime, options).items() if v is not None}  # None: not given
+    return OPTIONS[runtime](threads=_coerce(runtime, "threads", threads, int, None),
+                            **{**check_options(runtime, recorded or {}), **given})

@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..artifacts import open_artifact
 from ..errors import ModelError
 from ..models import Head, load_int8_model, load_model, task_head
 from ..tasks import CLASSIFICATION
-from .base import Predictor, artifact_for
-from .options import runtime_options
+from .base import Predictor
 
 
 def check_device(name: str) -> torch.device:
@@ -28,6 +28,7 @@ def check_device(name: str) -> torch.device:
 
 class TorchPredictor(Predictor):
     runtime = "torch"
+    formats = ("hf", "torch-int8")
 
     def __init__(self, model, tokenizer, labels, max_length: int, threads: int | None = 1,
                  source: str | None = None, task=None, pooling: dict | None = None) -> None:
@@ -47,10 +48,10 @@ class TorchPredictor(Predictor):
     @classmethod
     def load(cls, path: str, threads: int | None = 1, max_length: int | None = None,
              **options: Any) -> TorchPredictor:
-        opts = runtime_options(cls.runtime, {"max_length": max_length, **options})
+        artifact, opts, max_length = cls.open(path, threads, {"max_length": max_length, **options})
+        threads = opts.threads
         if threads:
             torch.set_num_threads(threads)  # before loading: some kernels size pools at first use
-        artifact, max_length = artifact_for(path, ("hf", "torch-int8"), cls.runtime, opts.max_length)
         # tokenized through transformers (as in training): the check of every built step then compares the
         # ONNX/OpenVINO runtimes' own tokenization (from tokenizer.json, encoding.py) with it on real texts
         device = check_device(opts.device)
@@ -77,8 +78,6 @@ class TorchPredictor(Predictor):
         return logits
 
     def model_files(self) -> list[Path]:
-        from ..artifacts import open_artifact
-
         return open_artifact(self.source).model_files() if self.source and Path(self.source).is_dir() else []
 
     def describe(self) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 `build(model, recipe)` applies a recipe (a list of configs) step by step. Every step's output is
 cached by content hash (input artifact + config + calibration data), written to a temporary
 directory and renamed into place with its manifest last, and checked against its input on real
-texts (label flips, max logit difference) so every artifact says what it cost.
+texts (check.check_step: label flips and logit moves, or cosines for vectors, per task) so every artifact
+says what it cost. Techniques reach runtimes only through that check (slimformer.check).
 """
 
 from __future__ import annotations
@@ -16,15 +17,14 @@ import typing
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..artifacts import DEFAULT_RUNTIME
+from ..artifacts import DEFAULT_RUNTIME, save_tokenizer_files
 from ..cache import atomic_dir, cache_dir, copy_tree, is_complete, write_json
+from ..check import check_step
 from ..errors import DiskFullError, SlimformerError, disk_full, first_line, missing_library
-from ..metrics import agreement
 from . import cls_only, onnx_export, openvino_int8, ort_optimize, quantize_onnx, torch_precision  # noqa: F401  (registers)
 from .base import (
     HANDLERS,
     TECHNIQUES,
-    TOKENIZER_FILES,
     Artifact,
     BuildContext,
     BuildError,
@@ -81,19 +81,76 @@ def parse_recipe(text: str) -> list[TechniqueConfig]:
     return recipe
 
 
-def _copy_model_metadata(source: Artifact, out: Path) -> None:
-    for name in (*TOKENIZER_FILES, "config.json"):
-        if (source.path / name).is_file() and not (out / name).exists():
-            shutil.copy2(source.path / name, out / name)
+def recipe_text(recipe: list[TechniqueConfig]) -> str:
+    """The recipe as `parse_recipe` reads it (options that differ from their defaults only):
+    parse_recipe(recipe_text(r)) == r."""
+    items = []
+    for config in recipe:
+        options = []
+        for f in dataclasses.fields(config):
+            value = getattr(config, f.name)
+            if value == f.default:
+                continue
+            text = "+".join(value) if isinstance(value, tuple) else str(value).lower() if isinstance(value, bool) \
+                else str(value)
+            if any(c in text for c in ",:=") or (isinstance(value, tuple) and any("+" in v for v in value)):
+                raise SlimformerError(f"{config.name}:{f.name}={text} cannot be written as a recipe")
+            options.append(f":{f.name}={text}")
+        items.append(config.name + "".join(options))
+    return ",".join(items)
 
 
-def _check(source: Artifact, built: Artifact, texts: list[str]) -> dict:
-    """Agreement of the new artifact with its input on real texts, each on its default runtime."""
-    from ..runtimes import load_predictor
+def _merged_settings(before: dict, step: dict) -> dict:
+    """runtime_settings after a step: the step's options per runtime and operator domains over its input's."""
+    options = {r: dict(o) for r, o in (before.get("options") or {}).items()}
+    for runtime, given in (step.get("options") or {}).items():
+        options[runtime] = {**options.get(runtime, {}), **given}
+    domains = {**(step.get("operator_domains") or {}), **(before.get("operator_domains") or {})}  # first wins
+    return {**({"options": options} if options else {}), **({"operator_domains": domains} if domains else {})}
 
-    reference = load_predictor(source.path, DEFAULT_RUNTIME[source.format], threads=None)
-    candidate = load_predictor(built.path, DEFAULT_RUNTIME[built.format], threads=None)
-    return {**agreement(candidate.logits(texts, 16), reference.logits(texts, 16)), "n": len(texts)}
+
+def _refuse_misplaced(task, recipe: list[TechniqueConfig], model) -> None:
+    for config in recipe:
+        if not config.applies_to(task):
+            raise BuildError(f"{config.name} applies to {' and '.join(config.tasks)} models only; {model} is a "
+                             f"{task.name} model (drop {config.name} from the recipe)")
+
+
+def write_step(source: Artifact, config: TechniqueConfig, out: Path, context: BuildContext) -> Artifact:
+    """Apply one technique to `source` into the directory `out` (which must exist), unchecked and uncached: its
+    handler, the tokenizer and config copied beside the model, and the manifest (the task, labels, steps and
+    runtime settings carried over). `apply_step` does this inside the cache; the mixed-precision fallback's
+    throw-away probes do it in temporary directories."""
+    if source.format not in config.inputs:
+        hint = f" (e.g. --recipe onnx,{config.name})" if "onnx" in config.inputs else ""
+        raise BuildError(f"{config.name} takes {' or '.join(config.inputs)} models, not {source.format}{hint}")
+    _refuse_misplaced(source.task, [config], source.path)
+    started = time.perf_counter()
+    try:
+        with _quiet_root_logger():  # ORT's quantizer warns per tensor on the root logger
+            stats = HANDLERS[type(config)](config, source, out, context)
+        tokenizer_files = save_tokenizer_files(source, out)
+    except SlimformerError:
+        raise
+    except Exception as e:  # a quantizer or converter failure: name the step and the cause
+        if full := disk_full(e):
+            raise DiskFullError(full, out) from None
+        if missing := missing_library(e):  # a light install: name the extra to install
+            raise BuildError(f"{config.name}: {missing}") from None
+        raise BuildError(f"{config.name} failed: {first_line(e)}") from e
+    if (source.path / "config.json").is_file() and not (out / "config.json").exists():
+        shutil.copy2(source.path / "config.json", out / "config.json")
+    step = {**config.to_dict(), "changes_weights": config.changes_weights, "stats": stats,
+            "seconds": round(time.perf_counter() - started, 2)}
+    settings = _merged_settings(source.runtime_settings, config.runtime_settings(stats))
+    manifest = {"source": source.manifest.get("source", str(source.path)), "task": source.task.name,
+                "labels": source.labels, "max_length": source.max_length,
+                **({"pooling": source.pooling} if source.pooling else {}),
+                "format": config.output or source.format, "tokenizer_files": tokenizer_files,
+                **({"runtime_settings": settings} if settings else {}),
+                "steps": [*source.manifest.get("steps", []), step]}
+    write_json(out / "manifest.json", manifest)
+    return Artifact(out, manifest)
 
 
 @contextmanager
@@ -108,40 +165,19 @@ def _quiet_root_logger():
 
 
 def apply_step(source: Artifact, config: TechniqueConfig, context: BuildContext) -> Artifact:
-    """One technique on one artifact, cached by content hash."""
-    if source.format not in config.inputs:
-        hint = f" (e.g. --recipe onnx,{config.name})" if "onnx" in config.inputs else ""
-        raise BuildError(f"{config.name} takes {' or '.join(config.inputs)} models, not {source.format}{hint}")
+    """One technique on one artifact, cached by content hash and checked against its input (check.check_step)."""
     key = step_key(source, config, context)
     target = cache_dir() / "artifacts" / key
     if is_complete(target):
         return open_artifact(target)
     with atomic_dir(target, overwrite=True) as tmp:
-        _copy_model_metadata(source, tmp)
-        started = time.perf_counter()
-        try:
-            with _quiet_root_logger():  # ORT's quantizer warns per tensor on the root logger
-                stats = HANDLERS[type(config)](config, source, tmp, context)
-        except SlimformerError:
-            raise
-        except Exception as e:  # a quantizer or converter failure: name the step and the cause
-            if full := disk_full(e):
-                raise DiskFullError(full, target) from None
-            if missing := missing_library(e):  # a light install: name the extra to install
-                raise BuildError(f"{config.name}: {missing}") from None
-            raise BuildError(f"{config.name} failed: {first_line(e)}") from e
-        step = {**config.to_dict(), "changes_weights": config.changes_weights, "stats": stats,
-                "seconds": round(time.perf_counter() - started, 2)}
-        manifest = {"source": source.manifest.get("source", str(source.path)), "task": source.task.name,
-                    "labels": source.labels, "max_length": source.max_length,
-                    **({"pooling": source.pooling} if source.pooling else {}),
-                    "format": config.output or source.format, "key": key,
-                    "steps": [*source.manifest.get("steps", []), step]}
-        write_json(tmp / "manifest.json", manifest)  # the temporary directory is loadable; not yet complete
+        built = write_step(source, config, tmp, context)  # the temporary directory is loadable; not yet complete
+        manifest = {**built.manifest, "key": key}
         if context.check_texts:
-            step["check"] = _check(source, Artifact(tmp, manifest), context.check_texts)
-            config.check_result(step["check"])
-            write_json(tmp / "manifest.json", manifest)
+            check = check_step(source, Artifact(tmp, manifest), context.check_texts)
+            manifest["steps"][-1]["check"] = check
+            config.check_result(check)
+        write_json(tmp / "manifest.json", manifest)
     return open_artifact(target)
 
 
@@ -152,6 +188,7 @@ def build(model: str | Path, recipe: list[TechniqueConfig], out: Path | None = N
     if any(c.uses_calibration for c in recipe) and not context.calibration_texts:
         raise BuildError("int8-static needs calibration data: pass --calib-data (a dataset with a train split)")
     artifact = open_artifact(model)
+    _refuse_misplaced(artifact.task, recipe, model)  # before any step is built
     for config in recipe:
         artifact = apply_step(artifact, config, context)
     if out is not None:
@@ -179,4 +216,4 @@ def context_from_dataset(dataset, calibration_size: int = 256, check_size: int =
 
 
 __all__ = ["DEFAULT_RUNTIME", "TECHNIQUES", "Artifact", "BuildContext", "BuildError", "TechniqueConfig", "build",
-           "context_from_dataset", "open_artifact", "parse_recipe", "recipe_key"]
+           "context_from_dataset", "open_artifact", "parse_recipe", "recipe_key", "recipe_text", "write_step"]

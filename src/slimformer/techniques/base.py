@@ -32,13 +32,30 @@ class TechniqueConfig:
     revision: ClassVar[int] = 1  # bump when the handler's output changes: part of the cache key
     # distributions whose code makes the output (their versions are part of the cache key)
     libraries: ClassVar[tuple[str, ...]] = ()
-    tasks: ClassVar[tuple[str, ...] | None] = None  # the tasks it applies to (None: every task)
+    tasks: ClassVar[tuple[str, ...] | None] = None  # names of the tasks (tasks/) it applies to; None: every task
 
     def to_dict(self) -> dict[str, Any]:
         return {"technique": self.name, **dataclasses.asdict(self)}
 
+    def applies_to(self, task) -> bool:
+        """Whether this technique can be applied to a model of `task` (a tasks.Task)."""
+        return self.tasks is None or task.name in self.tasks
+
     def check_result(self, check: dict) -> None:
-        """Called by the build with the new artifact's agreement with its input; raise BuildError to refuse it."""
+        """Called by the build with the new artifact's agreement with its input (check.compare: max_abs_diff for
+        every task, label flips for labelled ones, cosines for vectors); raise BuildError to refuse it."""
+
+    def probe(self, node: str) -> TechniqueConfig | None:
+        """This step applied to one graph node alone, for the mixed-precision fallback's sensitivity ranking
+        (optimize/fallback.py): None (the default) where the technique cannot select nodes. One that can also
+        takes the nodes to keep out of it as `exclude`."""
+        return None
+
+    def runtime_settings(self, stats: dict) -> dict:
+        """What the artifact this step made requires of runtimes, from the handler's stats (the manifest's
+        `runtime_settings`, see artifacts.py): {"options": {runtime: {option: value}}, "operator_domains":
+        {domain: self.name}}. Merged over the input's settings; runtimes read it, never the step's name."""
+        return {}
 
 
 @dataclass
@@ -89,3 +106,11 @@ def step_key(source: Artifact, config: TechniqueConfig, context: BuildContext) -
 
 def onnx_path(artifact: Artifact) -> Path:
     return artifact.path / "model.onnx"
+
+
+def operator_domains(path: Path) -> list[str]:
+    """The operator domains beyond standard ONNX that an ONNX file's nodes use (e.g. com.microsoft)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return sorted({n.domain for n in graph.node} - {"", "ai.onnx"})

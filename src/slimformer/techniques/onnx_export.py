@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import first_line
+from ..models import load_model, task_head
 from .base import Artifact, BuildContext, BuildError, TechniqueConfig, register
 
 INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")
@@ -26,20 +27,19 @@ class OnnxExportConfig(TechniqueConfig):
     output = "onnx"
     libraries = ("torch", "transformers", "onnx")
     opset: int = 17
-    tolerance: float = 1e-4  # max abs logit difference to PyTorch on the check texts
+    tolerance: float = 1e-4  # max abs output difference to PyTorch on the check texts (logits or vectors)
 
     def check_result(self, check: dict) -> None:
-        if check["max_abs_logit_diff"] > self.tolerance:
-            raise BuildError(f"onnx: exported logits differ from PyTorch by {check['max_abs_logit_diff']:.2e}, "
-                             f"above the tolerance {self.tolerance:.0e} (labels flipped on "
-                             f"{100 * check['label_flip_rate']:.1f}% of {check['n']} texts)")
+        if check["max_abs_diff"] > self.tolerance:
+            moved = (f"labels flipped on {100 * check['label_flip_rate']:.1f}%" if "label_flip_rate" in check else
+                     f"lowest cosine {check['min_cosine']:.4f}") + f" of {check['n']} texts"
+            raise BuildError(f"onnx: exported outputs differ from PyTorch by {check['max_abs_diff']:.2e}, "
+                             f"above the tolerance {self.tolerance:.0e} ({moved})")
 
 
 @register(OnnxExportConfig)
 def export_onnx(config: OnnxExportConfig, source: Artifact, out: Path, context: BuildContext) -> dict:
     import torch
-
-    from ..models import load_model, task_head
 
     if source.steps_changing_weights():
         raise BuildError(f"onnx: export a float model; {source.path} was made by "

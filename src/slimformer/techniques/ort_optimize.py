@@ -9,6 +9,12 @@ SkipLayerNormalization is 2-6x slower than the Add + LayerNormalization it repla
 tokens, hidden 384), and unfused, a quantizer folds the Gelu's bias into the MatMul before it
 (DynamicQuantizeMatMul takes a bias), which BiasGelu prevents. The onnxruntime runtime likewise turns
 off ORT's own online SkipLayerNorm fusion on CPU (option fuse_skip_layer_norm).
+
+The optimizer's model type, heads and hidden size come from the model's config.json: BERT, DistilBERT, RoBERTa
+(and XLM-R, CamemBERT), MiniLM (a BERT) and friends all go through ONNX Runtime's 'bert' optimizer; another type
+is refused in one line (fusion=false still records the graph level). The artifact's runtime_settings carry the
+level (ONNX Runtime loads it with that level) and, when fused, the com.microsoft operator domain its graph now
+needs, so a runtime without ONNX Runtime's contrib operators (OpenVINO) refuses it.
 """
 
 from __future__ import annotations
@@ -17,9 +23,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .base import Artifact, BuildContext, BuildError, TechniqueConfig, onnx_path, register
+from .base import Artifact, BuildContext, BuildError, TechniqueConfig, onnx_path, operator_domains, register
 
 LEVELS = ("disabled", "basic", "extended", "all")
+# config.json model_type -> ONNX Runtime's optimizer model type (onnxruntime.transformers.optimizer.MODEL_TYPES):
+# its BertOnnxModel fuses every encoder of this shape (there is no 'distilbert' or 'roberta' type)
+ORT_MODEL_TYPES = dict.fromkeys(("bert", "distilbert", "roberta", "xlm-roberta", "camembert"), "bert")
 
 
 @dataclass(frozen=True)
@@ -27,21 +36,33 @@ class OrtOptimizeConfig(TechniqueConfig):
     changes_weights = False
     name = "ort-optimize"
     libraries = ("onnxruntime", "onnx")
-    revision = 2  # SkipLayerNormalization and BiasGelu no longer fused by default
+    revision = 3  # 2: SkipLayerNormalization and BiasGelu no longer fused by default; 3: runtime_settings
     level: str = "all"
     fusion: bool = True
     skip_layer_norm: bool = False  # fuse Add + LayerNormalization into SkipLayerNormalization (slow on CPU)
     bias_gelu: bool = False  # fuse Add + Gelu into BiasGelu (keeps the bias out of the quantized MatMul)
 
+    def runtime_settings(self, stats: dict) -> dict:
+        return {"options": {"onnxruntime": {"graph_optimization_level": self.level}},
+                "operator_domains": dict.fromkeys(stats.get("operator_domains", ()), self.name)}
 
-def attention_shape(model_dir: Path) -> tuple[int, int]:
-    """(num_heads, hidden_size) from a BERT- or DistilBERT-style config.json."""
-    config = json.loads((model_dir / "config.json").read_text())
+
+def fusion_settings(model_dir: Path) -> tuple[str, int, int]:
+    """(ORT optimizer model type, num_heads, hidden_size) from a model's config.json."""
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise BuildError(f"ort-optimize: cannot read {model_dir / 'config.json'}: {e}") from None
+    model_type = config.get("model_type")
+    if model_type not in ORT_MODEL_TYPES:
+        raise BuildError(f"ort-optimize: ONNX Runtime's transformer fusion does not support model type "
+                         f"'{model_type}' (supported: {', '.join(ORT_MODEL_TYPES)}); drop ort-optimize or pass "
+                         "ort-optimize:fusion=false")
     heads = config.get("num_attention_heads") or config.get("n_heads")
     hidden = config.get("hidden_size") or config.get("dim")
     if not heads or not hidden:
-        raise BuildError("ort-optimize: config.json names no attention heads/hidden size for fusion")
-    return int(heads), int(hidden)
+        raise BuildError(f"ort-optimize: {model_dir / 'config.json'} names no attention heads/hidden size")
+    return ORT_MODEL_TYPES[model_type], int(heads), int(hidden)
 
 
 @register(OrtOptimizeConfig)
@@ -55,14 +76,15 @@ def optimize(config: OrtOptimizeConfig, source: Artifact, out: Path, context: Bu
     from onnxruntime.transformers import optimizer
     from onnxruntime.transformers.fusion_options import FusionOptions
 
-    heads, hidden = attention_shape(source.path)
-    options = FusionOptions("bert")
+    model_type, heads, hidden = fusion_settings(source.path)
+    options = FusionOptions(model_type)
     options.enable_skip_layer_norm = options.enable_bias_skip_layer_norm = config.skip_layer_norm
     options.enable_bias_gelu = config.bias_gelu
-    # model_type 'bert' also fuses DistilBERT (there is no 'distilbert' type); opt_level 0: fusion only,
-    # the session applies the graph optimization level at load time
-    fused = optimizer.optimize_model(str(onnx_path(source)), model_type="bert", num_heads=heads, hidden_size=hidden,
-                                     opt_level=0, use_gpu=False, optimization_options=options)
+    # opt_level 0: fusion only, the session applies the graph optimization level at load time
+    fused = optimizer.optimize_model(str(onnx_path(source)), model_type=model_type, num_heads=heads,
+                                     hidden_size=hidden, opt_level=0, use_gpu=False, optimization_options=options)
     fused.save_model_to_file(str(out / "model.onnx"))
-    stats["fusion"] = {k: v for k, v in fused.get_fused_operator_statistics().items() if v}
+    stats |= {"model_type": model_type, "num_heads": heads, "hidden_size": hidden,
+              "fusion": {k: v for k, v in fused.get_fused_operator_statistics().items() if v},
+              "operator_domains": operator_domains(out / "model.onnx")}
     return stats

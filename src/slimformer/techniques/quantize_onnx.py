@@ -8,9 +8,10 @@ the training split with MinMax, Entropy or Percentile.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..artifacts import default_max_length
 from .base import Artifact, BuildContext, BuildError, TechniqueConfig, onnx_path, register
 
 QUANT_TYPES = ("int8", "uint8")
@@ -32,6 +33,9 @@ class DynamicQuantConfig(TechniqueConfig):
     exclude: tuple[str, ...] = ()  # node names kept in float
     only: tuple[str, ...] = ()  # quantize just these nodes (sensitivity probes); empty: all
 
+    def probe(self, node: str) -> DynamicQuantConfig:
+        return replace(self, exclude=(), only=(node,))
+
 
 @dataclass(frozen=True)
 class StaticQuantConfig(TechniqueConfig):
@@ -47,6 +51,9 @@ class StaticQuantConfig(TechniqueConfig):
     exclude: tuple[str, ...] = ()
     only: tuple[str, ...] = ()
     calibration_size: int = 256
+
+    def probe(self, node: str) -> StaticQuantConfig:  # a smaller calibration set: one probe per node
+        return replace(self, exclude=(), only=(node,), calibration_size=min(64, self.calibration_size))
 
 
 def op_counts(path: Path) -> Counter:
@@ -101,8 +108,6 @@ class TextCalibrationReader:
     Tokenized as the runtimes will: the artifact's encoder at the model's default max_length."""
 
     def __init__(self, source: Artifact, texts: list[str], input_names: list[str]) -> None:
-        from ..artifacts import default_max_length
-
         encoder = source.encoder(default_max_length(source.path))
         self._batches = iter([{k: v for k, v in encoder([t]).items() if k in input_names} for t in texts])
 

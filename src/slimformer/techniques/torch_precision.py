@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..models import INT8_STATE, quantize_int8_dynamic
+from ..models import INT8_STATE, load_model, quantize_int8_dynamic
 from .base import Artifact, BuildContext, BuildError, TechniqueConfig, onnx_path, register
 
 
@@ -47,8 +47,6 @@ class Nf4Config(TechniqueConfig):
 
 
 def _float_model(source: Artifact):
-    from ..models import load_model
-
     if source.steps_changing_weights():
         raise BuildError(f"start from a float model; {source.path} was made by "
                          f"{', '.join(source.steps_changing_weights())}")
