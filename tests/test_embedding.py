@@ -13,6 +13,7 @@ from conftest import keyword_rows, write_csv
 from serve.conftest import Server
 from test_cli import assert_one_line_error, run
 
+from slimformer.loadtest import served_path
 from slimformer.metrics import (
     cosine_rows,
     neighbour_recall,
@@ -148,5 +149,6 @@ def test_the_server_embeds_and_names_the_right_endpoint(embed_bundle):
         assert "/v1/embed" in paths and "/v1/classify" not in paths
         info = httpx.get(server.url + "/v1/info").json()
         assert info["task"] == "embedding" and "neighbour_change_rate" in info["batch_invariance"]
+        assert served_path(server.url) == "/v1/embed"  # what `slimformer loadtest` sends its queries to
     finally:
         server.stop()

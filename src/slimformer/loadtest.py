@@ -53,6 +53,21 @@ class LoadSettings:
         return {k: v for k, v in asdict(self).items() if k != "api_key"} | {"api_key": bool(self.api_key)}
 
 
+def served_path(url: str, api_key: str | None = None) -> str:
+    """The endpoint that answers texts on the server at `url`, as its /v1/info names it (/v1/classify, /v1/embed...);
+    /v1/classify for a server that does not say."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url.rstrip("/") + "/v1/info",
+                                     headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return json.loads(r.read()).get("endpoint") or "/v1/classify"
+    except (urllib.error.URLError, OSError, ValueError):
+        return "/v1/classify"
+
+
 class _Client:
     """Keep-alive HTTP/1.1 connections to one host; `post(body) -> status`."""
 
@@ -61,7 +76,7 @@ class _Client:
         if parts.scheme != "http" or not parts.hostname:
             raise SlimformerError(f"loadtest takes an http://HOST:PORT URL, got '{url}'")
         self.host, self.port = parts.hostname, parts.port or 80
-        self.path = (parts.path.rstrip("/") or "") + "/v1/classify"
+        self.path = (parts.path.rstrip("/") or "") + served_path(url, api_key)
         auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
         self.head = (f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json"
                      f"\r\n{auth}Content-Length: ").encode()

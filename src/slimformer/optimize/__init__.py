@@ -89,13 +89,11 @@ def _prepare(out: Path, recipe: dict, resume: bool) -> None:
 
 
 def task_recipe(recipe: str, task) -> str:
-    """A candidate's recipe without the steps that do not apply to `task` (a technique's `tasks`: cls-only reads
-    the one token a classifier's head reads; an embedding pools every token)."""
-    from ..techniques import TECHNIQUES
+    """A candidate's recipe without the steps that do not apply to `task` (TechniqueConfig.applies_to: cls-only
+    reads the one token a classifier's head reads; an embedding pools every token)."""
+    from ..techniques import parse_recipe, recipe_text
 
-    steps = [s for s in recipe.split(",") if s.strip()]
-    kept = [s for s in steps if task.name in (getattr(TECHNIQUES.get(s.split(":")[0]), "tasks", None) or (task.name,))]
-    return ",".join(kept)
+    return recipe_text([c for c in parse_recipe(recipe) if c.applies_to(task)]) if recipe else ""
 
 
 def _build_variants(sources: dict[str, str], candidates, out: Path, context) -> tuple[list[dict], list[dict]]:

@@ -57,7 +57,7 @@ def load_predictor(path: str | Path, runtime: str | None = None, threads: int | 
         options["max_length"] = max_length
     options = check_options(runtime, options)
     predictor = predictor_class(runtime).load(str(path), threads=threads, **options)
-    predictor.task = open_artifact(path).task  # what its answers are (tasks/scoring.py)
+    predictor.task = artifact.task  # what its answers are (tasks/scoring.py)
     return predictor
 
 

@@ -12,7 +12,7 @@ from ..artifacts import Artifact, check_max_length, open_artifact
 from ..encoding import TextEncoder
 from ..errors import ModelError
 from ..tasks import CLASSIFICATION, Task
-from ..tasks.scoring import scoring_for
+from ..tasks.scoring import Scoring, scoring_for
 from .options import RuntimeOptions, runtime_options
 
 STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
@@ -69,7 +69,8 @@ class Predictor(ABC):
         return self.encoder(texts)
 
     @property
-    def scoring(self):
+    def scoring(self) -> Scoring:
+        """How this predictor's answers are made and scored (its task's)."""
         return scoring_for(self.task)
 
     def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
