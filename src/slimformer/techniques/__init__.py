@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..artifacts import DEFAULT_RUNTIME
 from ..cache import atomic_dir, cache_dir, copy_tree, is_complete, write_json
+from ..compress import qat_onnx  # noqa: F401  (registers int8-qat)
 from ..errors import DiskFullError, SlimformerError, disk_full, first_line, missing_library
 from ..metrics import agreement
 from . import cls_only, onnx_export, openvino_int8, ort_optimize, quantize_onnx, torch_precision  # noqa: F401  (registers)
