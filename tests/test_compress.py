@@ -186,3 +186,29 @@ def test_qat_export_runs_as_integer_matmuls_with_the_trained_scales(tmp_path, to
     assert np.abs(ov - int8).max() < 0.05
     with pytest.raises(Exception, match="has no qat.json"):
         build(path, parse_recipe("onnx,int8-qat"), None, context)
+
+
+def test_optimize_with_prune_and_qat_builds_and_measures_the_compressed_variants(tmp_path, teacher4, topics):
+    from slimformer.bench.runner import BenchSettings
+    from slimformer.compress.pipeline import CompressSettings
+    from slimformer.compress.qat import QatConfig
+    from slimformer.optimize import OptimizeSettings, optimize
+
+    quick = DistillConfig(augment=0, train=TrainConfig(epochs=1, lr=3e-3, max_length=16, precision="fp32"))
+    settings = OptimizeSettings(
+        threads=(1,), only=("torch-fp32",), distill_config=quick, student_layers=2,
+        compress=CompressSettings(levers=("prune", "qat"), qat=QatConfig(epochs=1, augment=0, lr=1e-3)),
+        bench=BenchSettings(latency_samples=10, warmup=2, batch_sizes=(1,), throughput_min_s=0.05,
+                            throughput_min_texts=8, throughput_repeats=1, cold_start_runs=0, settle_s=0.0))
+    selection = optimize(str(teacher4), DataSpec(str(topics[0])), tmp_path / "run", settings)
+    names = {r["name"] for r in selection["rows"]}
+    assert {"pruned-torch-fp32-t1", "pruned-qat-ort-int8-qat-t1", "pruned-qat-ov-int8-qat-t1"} <= names, names
+    pruned = json.loads((tmp_path / "run" / "pruned" / "seed-42" / "model" / "config.json").read_text())
+    assert pruned["num_hidden_layers"] == 2 and pruned["intermediate_size"] == 32  # half of 64
+    assert (tmp_path / "run" / "qat" / "pruned" / qat.QAT_FILE).is_file()
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["pruned"]["seeds"][0]["seed"] == 42
+    with pytest.raises(Exception, match="unknown compression lever"):
+        from slimformer.compress.pipeline import check_levers
+
+        check_levers(("prune", "lora"))

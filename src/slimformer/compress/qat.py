@@ -35,7 +35,7 @@ class QatConfig:
     lr: float = 3e-5
     alpha: float = 0.5  # as distillation: weight of the labels; 1 - alpha: the teacher's soft targets
     temperature: float = 2.0
-    augment: int = 2  # perturbed copies per training text, as distillation
+    augment: int = 0  # perturbed copies per training text (distillation uses 2; QAT starts from a trained model)
     momentum: float = 0.05  # of the activation ranges' moving average
     seed: int = 42
     max_length: int | None = None
