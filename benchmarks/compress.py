@@ -64,8 +64,10 @@ def main() -> None:
     parser.add_argument("--qat-epochs", type=int, default=2)
     parser.add_argument("--threads", default="1")
     parser.add_argument("--runs", type=Path, default=Path("runs/compress"))
-    parser.add_argument("--stage", choices=("train", "time", "all"), default="all",
-                        help="train: stop before timing; time: time only the models already trained (no training)")
+    parser.add_argument("--latency-samples", type=int, default=300)
+    parser.add_argument("--stage", choices=("train", "build", "time", "all"), default="all",
+                        help="train: stop before building; build: stop before timing; time: build and time only the "
+                             "models already trained (no training)")
     args = parser.parse_args()
     data, seeds = DataSpec(args.data), [int(s) for s in args.seeds.split(",")]
     threads = [int(t) for t in args.threads.split(",")]
@@ -75,7 +77,7 @@ def main() -> None:
     models, fp32 = {}, {}  # (student, seed) -> checkpoint; -> FP32 metrics
     for seed in seeds:
         for name in names:
-            if args.stage == "time" and not is_complete(runs / name / f"seed-{seed}" / "model"):
+            if args.stage in ("build", "time") and not is_complete(runs / name / f"seed-{seed}" / "model"):
                 continue
             spec, extra = STUDENTS[name]
             spec = spec or StudentSpec(checkpoint=str(minilm_l3_student(teacher)))
@@ -84,7 +86,7 @@ def main() -> None:
             summary = distill(str(teacher), data, runs / name / f"seed-{seed}", spec, 1, config=config, bench=False)
             models[name, seed], fp32[name, seed] = summary["model"], summary
         for name in (q for q in args.qat.split(",") if q):
-            if args.stage == "time" and not is_complete(runs / f"{name}-qat" / f"seed-{seed}"):
+            if args.stage in ("build", "time") and not is_complete(runs / f"{name}-qat" / f"seed-{seed}"):
                 continue
             manifest = quantization_aware(models[name, seed], str(teacher), data, runs / f"{name}-qat" /
                                           f"seed-{seed}", QatConfig(epochs=args.qat_epochs, seed=seed))
@@ -99,12 +101,14 @@ def main() -> None:
     built = [("teacher", None, "torch-fp32", str(teacher), "torch", {})]
     for (name, seed), model in [(("teacher", None), str(teacher)), *models.items()]:
         for candidate, (recipe, runtime, options) in (QAT if name.endswith("-qat") else PTQ).items():
-            target = runs / "variants" / f"{name}-{seed}-{candidate}"
+            target = runs / "variants" / f"{name}{'' if seed is None else f'-s{seed}'}-{candidate}"
             artifact = build(model, parse_recipe(recipe), target, context, overwrite=True)
             built.append((name, seed, candidate, str(artifact.path), runtime, options))
+    if args.stage == "build":
+        return
     variants = [Variant(path, runtime, t, options, name=f"{name}{'' if seed is None else f'-s{seed}'}-{cand}-t{t}")
                 for t in threads for name, seed, cand, path, runtime, options in built]
-    settings = BenchSettings(latency_samples=300, batch_sizes=(1,), cold_start_runs=0, settle_s=1.0)
+    settings = BenchSettings(latency_samples=args.latency_samples, batch_sizes=(1,), cold_start_runs=0, settle_s=1.0)
     results = run_benchmark(variants, data, settings, runs / "bench", resume=True, keep_going=True)
     truth = {s: dataset[s].labels for s in settings.splits}
     predictions = {v["name"]: served_predictions(v, runs / "bench" / "logits") for v in results["variants"]}
@@ -124,8 +128,8 @@ def report(args, rows, fp32, seeds, threads, results) -> None:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         v, t = r["splits"]["validation"], r["splits"]["test"]
-        lines.append(f"| {r['name']} | {r['threads']} | {100 * v['accuracy']:.2f} | {-v['drop_points']:+.2f} | "
-                     f"{100 * t['accuracy']:.2f} | {-t['drop_points']:+.2f} | {r['latency_ms']:.3f} | "
+        lines.append(f"| {r['name']} | {r['threads']} | {100 * v['accuracy']:.2f} | {0.0 - v['drop_points']:+.2f} | "
+                     f"{100 * t['accuracy']:.2f} | {0.0 - t['drop_points']:+.2f} | {r['latency_ms']:.3f} | "
                      f"{r['speedup']:.2f}x | {'within' if r['within'] else 'misses'} |")
     lines += ["", "Recommended per seed (fastest within 1 point on validation, at each thread count):", "",
               "| seed | threads | recommended | val Δ pts | test Δ pts (held out) | speed-up "
