@@ -45,7 +45,8 @@ STUDENTS = {  # name -> (student, distillation settings beyond the defaults)
 }
 PTQ = {"ort-int8-dynamic": (f"{recipes.FUSED},int8-dynamic:weight_type=int8", "onnxruntime", {}),
        "ort-int8-static": (f"{recipes.ONNX},int8-static", "onnxruntime", {})}
-QAT = {c.name: (c.recipe, c.runtime, c.options) for c in recipes.qat_candidates()}
+QAT = {c.name: (c.recipe, c.runtime, c.options) for c in recipes.qat_candidates()} | {
+    "ort-int8-dynamic": PTQ["ort-int8-dynamic"]}  # the QAT weights under the fastest post-training INT8 too
 
 
 def teacher_for(data: str) -> Path:
@@ -65,6 +66,8 @@ def main() -> None:
     parser.add_argument("--threads", default="1")
     parser.add_argument("--runs", type=Path, default=Path("runs/compress"))
     parser.add_argument("--latency-samples", type=int, default=300)
+    parser.add_argument("--candidates", default="", help="time only these candidates (and the baseline)")
+    parser.add_argument("--bench", default="bench", help="directory (under RUNS/DATA) of the timing run")
     parser.add_argument("--stage", choices=("train", "build", "time", "all"), default="all",
                         help="train: stop before building; build: stop before timing; time: build and time only the "
                              "models already trained (no training)")
@@ -101,6 +104,8 @@ def main() -> None:
     built = [("teacher", None, "torch-fp32", str(teacher), "torch", {})]
     for (name, seed), model in [(("teacher", None), str(teacher)), *models.items()]:
         for candidate, (recipe, runtime, options) in (QAT if name.endswith("-qat") else PTQ).items():
+            if args.candidates and candidate not in args.candidates.split(","):
+                continue
             target = runs / "variants" / f"{name}{'' if seed is None else f'-s{seed}'}-{candidate}"
             artifact = build(model, parse_recipe(recipe), target, context, overwrite=True)
             built.append((name, seed, candidate, str(artifact.path), runtime, options))
@@ -109,9 +114,9 @@ def main() -> None:
     variants = [Variant(path, runtime, t, options, name=f"{name}{'' if seed is None else f'-s{seed}'}-{cand}-t{t}")
                 for t in threads for name, seed, cand, path, runtime, options in built]
     settings = BenchSettings(latency_samples=args.latency_samples, batch_sizes=(1,), cold_start_runs=0, settle_s=1.0)
-    results = run_benchmark(variants, data, settings, runs / "bench", resume=True, keep_going=True)
+    results = run_benchmark(variants, data, settings, runs / args.bench, resume=True, keep_going=True)
     truth = {s: dataset[s].labels for s in settings.splits}
-    predictions = {v["name"]: served_predictions(v, runs / "bench" / "logits") for v in results["variants"]}
+    predictions = {v["name"]: served_predictions(v, runs / args.bench / "logits") for v in results["variants"]}
     rows = assess(results["variants"], {t: f"teacher-torch-fp32-t{t}" for t in threads}, Budget(), truth,
                   predictions)
     report(args, rows, fp32, seeds, threads, results)
@@ -155,7 +160,7 @@ def report(args, rows, fp32, seeds, threads, results) -> None:
     for name in {n for n, _ in fp32}:
         vals = [fp32[name, s]["metrics"]["validation"]["accuracy"] for s in seeds if (name, s) in fp32]
         means[name] = statistics.mean(vals)
-    out = Path(f"benchmarks/results/compress-{args.data}.json")
+    out = Path(f"benchmarks/results/compress-{args.data}{'' if args.bench == 'bench' else '-' + args.bench}.json")
     write_json(out, {"data": args.data, "seeds": seeds, "threads": threads, "machine": results["machine"],
                      "rows": rows, "recommended": chosen,
                      "students_fp32": {f"{n}-{s}": v for (n, s), v in fp32.items()},
