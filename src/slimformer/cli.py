@@ -40,6 +40,16 @@ def _ints(value: str, option: str) -> list[int]:
     return items
 
 
+def _fractions(value: str, option: str) -> list[float]:
+    try:
+        items = [float(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise SlimformerError(f"{option} takes comma-separated fractions, got '{value}'") from None
+    if not items or any(not 0 < i <= 1 for i in items):
+        raise SlimformerError(f"{option} takes fractions in (0, 1], got '{value}'")
+    return items
+
+
 def _note_truncation(model: str, texts: list[str], max_length: int | None, what: str) -> None:
     """One line on stderr when `texts` are longer than the model's max_length (`max_length`, else the model's)."""
     from .encoding import truncation_note
@@ -180,6 +190,18 @@ def distill(
                                          "set; training takes (1 + N) times as long.")] = KD.augment,
     cosine_weight: Annotated[float, typer.Option(min=0.0, help="Weight of a [CLS] hidden-state cosine term "
                                                  "(student and teacher hidden sizes must match).")] = 0.0,
+    hidden_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the per-layer hidden-state MSE "
+                                                 "(TinyBERT; a learned projection where widths differ). The teacher "
+                                                 "runs beside the student: slower training.")] = 0.0,
+    attention_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the last layer's attention-"
+                                                    "distribution KL (MiniLM).")] = 0.0,
+    student_width: Annotated[float, typer.Option(min=0.01, max=1.0, help="Fraction of the feed-forward neurons "
+                                                 "the student keeps per layer, least important (Taylor) pruned "
+                                                 "first.")] = 1.0,
+    search_layers: Annotated[str | None, typer.Option(help="Student depths the study may choose from, e.g. 2,3,4."
+                                                      )] = None,
+    search_widths: Annotated[str | None, typer.Option(help="Student widths the study may choose from, e.g. "
+                                                      "0.5,0.75,1.")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     max_length: Annotated[int | None, typer.Option(min=8, help="Token limit (default: the teacher's recorded "
                                                    "one, else its configured maximum capped at 512).")] = None,
@@ -199,11 +221,14 @@ def distill(
     from .training import TrainConfig
 
     config = DistillConfig(alpha=alpha, temperature=temperature, cosine_weight=cosine_weight, augment=augment,
+                           hidden_weight=hidden_weight, attention_weight=attention_weight,
                            train=TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
                                              seed=seed, precision=precision))
-    space = SearchSpace(epochs=(min(2, max_epochs), max_epochs))
+    space = SearchSpace(epochs=(min(2, max_epochs), max_epochs),
+                        layers=tuple(_ints(search_layers, "--search-layers")) if search_layers else (),
+                        widths=tuple(_fractions(search_widths, "--search-widths")) if search_widths else ())
     summary = run_distill(teacher, DataSpec(data, text_column, label_column, split_column), out_dir,
-                          StudentSpec(student_layers, student), trials, storage, config, space, bench)
+                          StudentSpec(student_layers, student, student_width), trials, storage, config, space, bench)
     params = ", ".join(f"{k} {v:.3g}" for k, v in summary["params"].items())
     out.print(f"best of {summary['trials']} trials on validation: trial {summary['trial']} ({params})")
     for split, what in (("validation", "chosen on"), ("test", "held out")):
@@ -258,6 +283,11 @@ def optimize(
                                                "costs a full distillation.")] = 1,
     student_layers: Annotated[int | None, typer.Option(min=1, help="Student layers (default: half the "
                                                        "model's).")] = None,
+    compress: Annotated[str | None, typer.Option(help="Compression levers that train, comma-separated: prune (a "
+                                                 "student with half its feed-forward neurons, recovered by "
+                                                 "distillation with intermediate-layer terms), qat (quantization-"
+                                                 "aware training of the smallest model, built as INT8 with its "
+                                                 "trained scales). Each costs training time.")] = None,
     only: Annotated[str | None, typer.Option(help="Build only these candidates (comma-separated names from "
                                              "`slimformer doctor`); the baseline is always measured.")] = None,
     include_slow: Annotated[bool, typer.Option(help="Also time variants known to be slow on CPU (NF4, ORT "
@@ -276,6 +306,7 @@ def optimize(
               slimformer optimize --model minilm-l6 --task embedding --data trec6 --out runs/embed
     """
     from .bench.runner import BenchSettings, DataSpec
+    from .compress.pipeline import CompressSettings, check_levers
     from .optimize import Budget, OptimizeSettings, miss_text
     from .optimize import optimize as run_optimize
     from .optimize.report import recommendation
@@ -285,6 +316,7 @@ def optimize(
                       confidence),
         threads=tuple(_ints(threads, "--threads")), distill=distill, distill_trials=distill_trials,
         distill_seeds=distill_seeds, student_layers=student_layers, include_slow=include_slow,
+        compress=CompressSettings(check_levers(tuple(x.strip() for x in (compress or "").split(",") if x.strip()))),
         only=tuple(x.strip() for x in (only or "").split(",") if x.strip()),
         bench=BenchSettings(latency_samples=latency_samples, max_length=max_length, cold_start_runs=0, settle_s=0.5))
     if task is not None:

@@ -1,7 +1,12 @@
-"""Knowledge distillation into a smaller student, with an Optuna search over alpha, T, learning rate and epochs.
+"""Knowledge distillation into a smaller student, with an Optuna search over alpha, T, learning rate and epochs
+(and, when asked, the student's depth and feed-forward width).
 
 Loss: alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(softmax(teacher/T) || softmax(student/T)),
-plus optionally beta * (1 - cos) between the students' and teacher's last-layer [CLS] states. The transfer
+plus optionally beta * (1 - cos) between the students' and teacher's last-layer [CLS] states, and the
+intermediate-layer terms TinyBERT and MiniLM add: the MSE between every student layer's hidden states and
+those of the teacher layer it stands for (through a learned projection when the widths differ; all real tokens),
+and the KL between the last layers' self-attention distributions. The intermediate terms need the teacher's
+per-token states, too large to cache, so the teacher runs alongside the student when they are asked for. The transfer
 set is the training texts plus `augment` perturbed copies of each (words deleted, masked, replaced or
 swapped), which carry the teacher's soft targets only: on a small dataset the teacher's answers on more
 inputs than the labelled ones are what a student learns from it. The teacher's outputs on the transfer
@@ -44,6 +49,8 @@ class DistillConfig:
     alpha: float = 0.5  # weight of the hard-label cross-entropy on labelled texts; 1 - alpha: the soft targets
     temperature: float = 2.0
     cosine_weight: float = 0.0  # beta of the optional [CLS] hidden-state cosine term
+    hidden_weight: float = 0.0  # weight of the per-layer hidden-state MSE (TinyBERT); the teacher runs online
+    attention_weight: float = 0.0  # weight of the last layer's attention-distribution KL (MiniLM)
     augment: int = 2  # perturbed copies of every training text, labelled by the teacher only
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, lr=2.7e-4, precision="auto"))
 
@@ -56,6 +63,11 @@ class SearchSpace:
     temperature: tuple[float, float] = (1.0, 8.0)
     lr: tuple[float, float] = (5e-5, 5e-4)
     epochs: tuple[int, int] = (2, 8)
+    layers: tuple[int, ...] = ()  # student depths to choose from (empty: the StudentSpec's)
+    widths: tuple[float, ...] = ()  # fractions of the teacher's feed-forward neurons kept (empty: the StudentSpec's)
+
+
+HYPER = ("alpha", "temperature", "lr", "epochs")  # the SearchSpace fields that are ranges
 
 
 def distillation_loss(student_logits, teacher_logits, labels, alpha: float, temperature: float, labelled=None):
@@ -116,6 +128,40 @@ def cosine_loss(student_states, teacher_states):
     import torch.nn.functional as F
 
     return (1.0 - F.cosine_similarity(student_states.float(), teacher_states.float(), dim=-1)).mean()
+
+
+def layer_map(teacher_layers: int, student_layers: int) -> list[int]:
+    """The teacher layer each student layer stands for (uniform, ending with the last: 6 -> 3 gives 1, 3, 5)."""
+    return [round((i + 1) * teacher_layers / student_layers) - 1 for i in range(student_layers)]
+
+
+def hidden_state_loss(student_states, teacher_states, mask, projections=None):
+    """Mean over the student's layers of the MSE between its hidden states and the mapped teacher layer's, over the
+    real tokens (`mask`); `*_states` are the models' hidden_states tuples (embeddings first), `projections` one
+    Linear per student layer where the widths differ."""
+    n, m = len(teacher_states) - 1, len(student_states) - 1
+    weight = mask.unsqueeze(-1).float()
+    total = 0.0
+    for i, t in enumerate(layer_map(n, m)):
+        s = student_states[i + 1].float()
+        if projections is not None:
+            s = projections[i](s)
+        diff = (s - teacher_states[t + 1].float()) ** 2 * weight
+        total = total + diff.sum() / (weight.sum() * diff.shape[-1])
+    return total / m
+
+
+def attention_loss(student_attention, teacher_attention, mask):
+    """KL(teacher || student) between the last layers' self-attention distributions (MiniLM), per head and real
+    query token; heads are averaged first where the counts differ. Shapes [batch, heads, query, key]."""
+    import torch
+
+    s, t = student_attention.float(), teacher_attention.float()
+    if s.shape[1] != t.shape[1]:
+        s, t = s.mean(1, keepdim=True), t.mean(1, keepdim=True)
+    kl = (t * (torch.log(t.clamp_min(1e-9)) - torch.log(s.clamp_min(1e-9)))).sum(-1)  # [batch, heads, query]
+    weight = mask.unsqueeze(1).float().expand_as(kl)
+    return (kl * weight).sum() / weight.sum()
 
 
 # ---- the student ------------------------------------------------------------------------------------------------
@@ -227,9 +273,10 @@ def teacher_targets(teacher_key: str, teacher, tokenizer, texts: list[str], max_
 
 
 def train_student(student, tokenizer, dataset: Dataset, targets: dict, config: DistillConfig, title: str,
-                  on_epoch=None, labelled: int | None = None) -> dict:
+                  on_epoch=None, labelled: int | None = None, teacher=None) -> dict:
     """Train `student` in place with the distillation loss on the transfer set `dataset` (whose first
-    `labelled` training texts carry real labels; default all); returns fit()'s record."""
+    `labelled` training texts carry real labels; default all); returns fit()'s record. `teacher` runs alongside
+    (no gradients) when the intermediate-layer terms are asked for."""
     import torch
 
     soft, cls = torch.from_numpy(targets["logits"]), torch.from_numpy(targets["cls"])
@@ -238,17 +285,47 @@ def train_student(student, tokenizer, dataset: Dataset, targets: dict, config: D
     if beta and student.config.hidden_size != cls.shape[1]:
         raise DistillError(f"the cosine term needs the student's hidden size to match the teacher's "
                            f"({student.config.hidden_size} vs {cls.shape[1]}); use --cosine-weight 0")
+    hidden, attention = config.hidden_weight, config.attention_weight
+    if (hidden or attention) and teacher is None:
+        raise DistillError("the hidden-state and attention terms need the teacher model")
+    if hidden and student.config.hidden_size != teacher.config.hidden_size:  # learned, dropped after training
+        student.distill_projection = torch.nn.ModuleList(
+            torch.nn.Linear(student.config.hidden_size, teacher.config.hidden_size)
+            for _ in range(layer_count(student.config)))
+    previous = [m.config._attn_implementation for m in (student, teacher)] if attention else []
+    if attention:  # attention probabilities are returned by the eager implementation only
+        for model in (student, teacher):
+            model.set_attn_implementation("eager")
+    if teacher is not None:
+        teacher.eval().to(next(student.parameters()).device)
 
     def loss_fn(model, batch, idx):
         index = torch.from_numpy(idx)
-        out = model(**{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=bool(beta))
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        states = bool(beta or hidden)
+        out = model(**inputs, output_hidden_states=states, output_attentions=bool(attention))
         loss = distillation_loss(out.logits, soft[index].to(out.logits.device), batch["labels"], config.alpha,
                                  config.temperature, (index < labelled).to(out.logits.device))
         if beta:
             loss = loss + beta * cosine_loss(out.hidden_states[-1][:, 0], cls[index].to(out.logits.device))
+        if hidden or attention:
+            with torch.no_grad():
+                ref = teacher(**inputs, output_hidden_states=bool(hidden), output_attentions=bool(attention))
+            mask = inputs["attention_mask"]
+            if hidden:
+                loss = loss + hidden * hidden_state_loss(out.hidden_states, ref.hidden_states, mask,
+                                                         getattr(model, "distill_projection", None))
+            if attention:
+                loss = loss + attention * attention_loss(out.attentions[-1], ref.attentions[-1], mask)
         return loss
 
-    return fit(student, tokenizer, dataset, config.train, title, loss_fn, on_epoch)
+    try:
+        return fit(student, tokenizer, dataset, config.train, title, loss_fn, on_epoch)
+    finally:
+        if hasattr(student, "distill_projection"):
+            del student.distill_projection  # the checkpoint stays a plain classifier
+        for model, implementation in zip((student, teacher), previous, strict=False):
+            model.set_attn_implementation(implementation)
 
 
 # ---- the study -----------------------------------------------------------------------------------------------
@@ -279,9 +356,37 @@ def _config_for(trial, base: DistillConfig, space: SearchSpace) -> DistillConfig
                                  epochs=trial.suggest_int("epochs", *space.epochs)))
 
 
-def _params(config: DistillConfig) -> dict:
-    return {"alpha": config.alpha, "temperature": config.temperature, "lr": config.train.lr,
-            "epochs": config.train.epochs}
+NEW_FIELDS = {"hidden_weight": 0.0, "attention_weight": 0.0, "layers": (), "widths": (), "width": 1.0}
+
+
+def recorded(settings) -> dict:
+    """A settings dataclass as a run records it: fields added since (compression) left out at their defaults, so a
+    run made before they existed still resumes."""
+    return {k: v for k, v in asdict(settings).items() if k not in NEW_FIELDS or v != NEW_FIELDS[k]}
+
+
+def _student_for(params: dict, spec: StudentSpec) -> StudentSpec:
+    """The student a trial's parameters describe (depth and width where the study searches them)."""
+    return replace(spec, layers=params.get("layers", spec.layers), width=params.get("width", spec.width))
+
+
+def _suggest_student(trial, spec: StudentSpec, space: SearchSpace) -> StudentSpec:
+    if space.layers:
+        trial.suggest_categorical("layers", space.layers)
+    if space.widths:
+        trial.suggest_categorical("width", space.widths)
+    return _student_for(trial.params, spec)
+
+
+def _params(config: DistillConfig, spec: StudentSpec | None = None, space: SearchSpace | None = None) -> dict:
+    """The first trial's parameters: the given configuration (and student, where the study searches it)."""
+    params = {"alpha": config.alpha, "temperature": config.temperature, "lr": config.train.lr,
+              "epochs": config.train.epochs}
+    if space is not None and space.layers:
+        params["layers"] = spec.layers
+    if space is not None and space.widths:
+        params["width"] = spec.width
+    return params
 
 
 def _finished(study) -> list:
@@ -307,6 +412,28 @@ def _retry_failed(study) -> None:
 class StudentSpec:
     layers: int | None = None  # keep every k-th teacher layer
     checkpoint: str | None = None  # or start from this HF checkpoint
+    width: float = 1.0  # fraction of the feed-forward neurons kept per layer, the least important pruned first
+
+
+def make_student(teacher, tokenizer, labels: list[str], spec: StudentSpec, ffn_scores=None):
+    """The initial student: the checkpoint, or the teacher's every k-th layer with the FFN pruned to `width`
+    (`ffn_scores`: the teacher's neuron importances, compress.prune.ffn_importance)."""
+    if spec.checkpoint:
+        if spec.width != 1.0:
+            raise DistillError("--student-width applies to a student cut from the teacher, not to --student")
+        return student_from_checkpoint(spec.checkpoint, teacher, tokenizer, labels)
+    if not 0.0 < spec.width <= 1.0:
+        raise DistillError(f"the student's width must be in (0, 1], got {spec.width}")
+    n = layer_count(teacher.config)
+    if spec.layers == n and spec.width < 1.0:  # the teacher's depth, narrower
+        student, keep = copy.deepcopy(teacher), list(range(n))
+    else:
+        student, keep = student_from_teacher(teacher, spec.layers), kept_layers(n, spec.layers)
+    if spec.width < 1.0:
+        from .compress.prune import ffn_size, prune_ffn
+
+        prune_ffn(student, max(1, round(spec.width * ffn_size(teacher.config))), [ffn_scores[i] for i in keep])
+    return student
 
 
 def distill(teacher: str, data, out: Path, student: StudentSpec = StudentSpec(), trials: int = 1,
@@ -335,17 +462,29 @@ def distill(teacher: str, data, out: Path, student: StudentSpec = StudentSpec(),
     dataset = in_label_space(dataset, labels, teacher)
     layers = student.layers if student.layers is not None or student.checkpoint else max(
         1, layer_count(teacher_model.config) // 2)
-    make_student = (lambda: student_from_checkpoint(student.checkpoint, teacher_model, tokenizer, labels)) \
-        if student.checkpoint else (lambda: student_from_teacher(teacher_model, layers))
-    make_student()  # refuse a bad student before anything is written
+    student = replace(student, layers=None if student.checkpoint else layers)
+    hyper = {k: v for k, v in zip(HYPER, astuple(space)[:len(HYPER)], strict=True)}
+    given = _params(config)
+    space = replace(space, **{k: (min(lo, given[k]), max(hi, given[k])) for k, (lo, hi) in hyper.items()},
+                    layers=tuple(sorted({*space.layers, layers})) if space.layers else (),
+                    widths=tuple(sorted({*space.widths, student.width})) if space.widths else ())
+    if (space.layers or space.widths) and student.checkpoint:
+        raise DistillError("the study searches depth and width of a student cut from the teacher, not of --student")
+    ffn_scores = None
+    if student.width < 1.0 or any(w < 1.0 for w in space.widths):
+        from .compress.prune import ffn_importance
+
+        ffn_scores = ffn_importance(teacher_model, tokenizer, dataset["train"], config.train.max_length)
+
+    def new_student(spec: StudentSpec):
+        return make_student(teacher_model, tokenizer, labels, spec, ffn_scores)
+
+    new_student(student)  # refuse a bad student before anything is written
     from .techniques.base import content_key
 
-    space = SearchSpace(*((min(lo, v), max(hi, v)) for (lo, hi), v in  # the given values lie inside the space
-                          zip(astuple(space), _params(config).values(), strict=True)))
     recipe = {"teacher": str(teacher_path), "teacher_key": content_key(teacher_path), "dataset": dataset.name,
-              "dataset_fingerprint": dataset.fingerprint, "student": {"layers": None if student.checkpoint else layers,
-                                                                      "checkpoint": student.checkpoint},
-              "config": asdict(config), "space": asdict(space)}
+              "dataset_fingerprint": dataset.fingerprint, "student": recorded(student),
+              "config": recorded(config), "space": recorded(space)}
     recipe = json.loads(json.dumps(recipe))  # as it reads back from distill.json
     run_file = out / "distill.json"
     if run_file.is_file():
@@ -360,21 +499,22 @@ def distill(teacher: str, data, out: Path, student: StudentSpec = StudentSpec(),
                                 load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=config.train.seed),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=3))  # epoch >= 3
     if not study.trials:
-        study.enqueue_trial(_params(config))
+        study.enqueue_trial(_params(config, student, space))
     _retry_failed(study)
     transfer, labelled = transfer_set(dataset, config.augment, tokenizer.mask_token, config.train.seed)
     targets = teacher_targets(recipe["teacher_key"], teacher_model, tokenizer, transfer["train"].texts,
                               config.train.max_length)
 
     def train(model, trial_config: DistillConfig, title: str, on_epoch=None) -> dict:
-        return train_student(model, tokenizer, transfer, targets, trial_config, title, on_epoch, labelled)
+        return train_student(model, tokenizer, transfer, targets, trial_config, title, on_epoch, labelled,
+                             teacher_model)
 
     trials_dir = out / "trials"
     remaining = trials - len(_finished(study))
 
     def objective(trial) -> float:
         trial_config = _config_for(trial, config, space)
-        model = make_student()
+        model = new_student(_suggest_student(trial, student, space))
 
         def on_epoch(epoch: int, record: dict) -> None:
             trial.set_user_attr("history", [*trial.user_attrs.get("history", []), record])
@@ -400,11 +540,11 @@ def distill(teacher: str, data, out: Path, student: StudentSpec = StudentSpec(),
     if remaining > 0:
         study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(
             trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))])
-    return _finish(study, out, teacher_model, tokenizer, labels, dataset, config, make_student, train, recipe,
-                   data, bench)
+    return _finish(study, out, teacher_model, tokenizer, labels, dataset, config,
+                   lambda params: new_student(_student_for(params, student)), train, recipe, data, bench)
 
 
-def _finish(study, out: Path, teacher_model, tokenizer, labels, dataset, config, make_student, train, recipe,
+def _finish(study, out: Path, teacher_model, tokenizer, labels, dataset, config, new_student, train, recipe,
             data, bench: bool) -> dict:
     """Put the best trial's student into out/model with its manifest; write trials, curves and results."""
     import optuna
@@ -420,7 +560,7 @@ def _finish(study, out: Path, teacher_model, tokenizer, labels, dataset, config,
             student = AutoModelForSequenceClassification.from_pretrained(trial_dir).eval()
             trained = {k: v for k, v in read_manifest(trial_dir).items() if k not in ("params", "trial")}
         else:  # the best trial ran on another worker: train its configuration again here
-            student = make_student()
+            student = new_student(best.params)
             trained = train(student, best_config, f"retraining trial {best.number}")
         teacher_metrics = evaluate_splits(teacher_model, tokenizer, dataset, config.train.max_length)
         manifest = {"kind": "hf-classifier", "created_by": "slimformer distill", "recipe": recipe,

@@ -138,3 +138,11 @@ def _gpu_candidates(gpu: dict) -> list[Candidate]:
         out.append(Candidate("ort-trt-fp16", ONNX, "onnxruntime", "ONNX Runtime TensorRT EP, FP16 engines (built at "
                              "first load, then cached)", {"device": "tensorrt"}))
     return out
+
+
+def qat_candidates() -> list[Candidate]:
+    """What a quantization-aware-trained model is built as: INT8 with its trained scales (compress/qat.py)."""
+    return [Candidate("ort-int8-qat", f"{ONNX},int8-qat", "onnxruntime",
+                      "QAT INT8: QDQ with the trained scales, integer matmuls in ONNX Runtime"),
+            Candidate("ov-int8-qat", "onnx,int8-qat", "openvino",  # OpenVINO 2026.4 crashes compiling it after cls-only
+                      "QAT INT8: the QDQ model (every layer on every token) run by OpenVINO", {"precision": "f32"})]

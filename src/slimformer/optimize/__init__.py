@@ -25,7 +25,8 @@ from pathlib import Path
 
 from ..bench.runner import ANSWERS_DIR, BenchSettings, DataSpec, Variant, load_answers, run_benchmark
 from ..cache import is_complete, read_manifest, write_json
-from ..distill import DistillConfig
+from ..compress.pipeline import CompressSettings, pruned_config, qat_start
+from ..distill import DistillConfig, recorded
 from ..errors import MissingLibraryError, OutputError, SlimformerError, first_line
 from ..progress import console, log_line, progress_bar
 from ..tasks.scoring import Scoring, scoring_for
@@ -50,6 +51,7 @@ class OptimizeSettings:
     distill_seeds: int = 1  # students trained from this many seeds; the best on validation is kept
     distill_config: DistillConfig = field(default_factory=DistillConfig)  # its train.seed is replaced per seed
     student_layers: int | None = None
+    compress: CompressSettings = field(default_factory=CompressSettings)  # opt-in levers that train (prune, qat)
     include_slow: bool = False  # NF4 and ORT fp16 on a CPU: slower, shown only when asked
     only: tuple[str, ...] = ()  # candidate names to build (empty: all this hardware supports)
     calibration_size: int = 256
@@ -160,7 +162,7 @@ def optimize(model: str, data: DataSpec, out: Path, settings: OptimizeSettings =
              resume: bool = False, task: str | None = None) -> dict:
     """Run the whole job into `out`; returns the selection (also in results.json and the report). `task`: the
     task the model must be for (None: whatever it is)."""
-    check_installed(NEEDS + (("optuna",) if settings.distill else ()))
+    check_installed(NEEDS + (("optuna",) if settings.distill or settings.compress.levers else ()))
     from .. import recipes
     from ..data import in_label_space, load_dataset
     from ..hardware import fingerprint
@@ -189,7 +191,9 @@ def optimize(model: str, data: DataSpec, out: Path, settings: OptimizeSettings =
               "max_length": settings.bench.max_length,
               "distill": {"enabled": settings.distill, "trials": settings.distill_trials,
                           "seeds": settings.distill_seeds, "student_layers": settings.student_layers,
-                          "config": asdict(settings.distill_config)}}
+                          "config": recorded(settings.distill_config)}}
+    if settings.compress.levers:  # absent otherwise, so runs made before the levers existed still resume
+        recipe["distill"]["compress"] = asdict(settings.compress)
     _prepare(out, recipe, resume)
     if note := dataset.source.get("validation"):
         log_line(f"validation split: {note}")
@@ -204,6 +208,23 @@ def optimize(model: str, data: DataSpec, out: Path, settings: OptimizeSettings =
         sources["student"] = students["model"]
     else:
         _stage(1, total, "distillation skipped (pass --distill to add a smaller student)")
+    levers, pruned = settings.compress.levers, None
+    if "prune" in levers:
+        c = settings.compress
+        log_line(f"pruning: a {c.layers or settings.student_layers or 'half-depth'}-layer student with {c.width:g} "
+                 f"of its feed-forward neurons, recovered by distillation with intermediate-layer terms")
+        pruned = _distill_seeds(model, data, out, replace(
+            settings, student_layers=c.layers or settings.student_layers,
+            distill_config=pruned_config(settings.distill_config, c)), "pruned", c.width)
+        sources["pruned"] = pruned["model"]
+    qat_sources = {}
+    if "qat" in levers:
+        from ..compress.qat import quantization_aware
+
+        start = qat_start(sources)
+        log_line(f"quantization-aware training of the {start} ({settings.compress.qat.epochs} epoch(s))")
+        quantization_aware(sources[start], model, data, out / "qat" / start, settings.compress.qat)
+        qat_sources[f"{start}-qat"] = str((out / "qat" / start).resolve())
 
     machine = fingerprint()
     candidates = recipes.candidates(machine["cpu"], machine["gpu"], settings.include_slow)
@@ -219,6 +240,9 @@ def optimize(model: str, data: DataSpec, out: Path, settings: OptimizeSettings =
                      f"{', '.join(c.name for c in chosen)}")
     context = context_from_dataset(dataset, settings.calibration_size)
     built, failed = _build_variants(sources, chosen, out, context)
+    if qat_sources:  # the QAT model is built only as INT8 with its trained scales
+        more, more_failed = _build_variants(qat_sources, recipes.qat_candidates(), out, context)
+        built, failed = built + more, failed + more_failed
     if longer:  # what a longer token limit costs and gains, on the baseline itself
         built.append({"name": variant_name("teacher", f"{BASELINE}-len{longer}"), "source": "teacher",
                       "candidate": f"{BASELINE}-len{longer}", "recipe": "", "path": model, "runtime": "torch",
@@ -250,6 +274,8 @@ def optimize(model: str, data: DataSpec, out: Path, settings: OptimizeSettings =
     results["selection"] = selection
     if students:
         results["distill"] = {k: v for k, v in students.items() if k != "model"}
+    if pruned:
+        results["pruned"] = {k: v for k, v in pruned.items() if k != "model"}
     _cold_starts(results, selection, settings, data)
     write_json(out / "results.json", results)
     from .report import write_report
@@ -278,7 +304,8 @@ def _assess(results: dict, baseline: dict[int, str], settings: OptimizeSettings,
     return assess(results["variants"], baseline, settings.budget, truth, answers, splits[0], scoring)
 
 
-def _distill_seeds(model: str, data: DataSpec, out: Path, settings: OptimizeSettings) -> dict:
+def _distill_seeds(model: str, data: DataSpec, out: Path, settings: OptimizeSettings, directory: str = "distill",
+                   width: float = 1.0) -> dict:
     """Students distilled from `distill_seeds` seeds (42, 43, ...); the best on validation is kept. Every seed's
     validation and held-out test accuracy (FP32) is recorded, so a lucky seed is visible."""
     from ..distill import StudentSpec, distill
@@ -287,8 +314,9 @@ def _distill_seeds(model: str, data: DataSpec, out: Path, settings: OptimizeSett
     seeds = []
     for seed in range(42, 42 + settings.distill_seeds):
         config = replace(base, train=replace(base.train, seed=seed))
-        summary = distill(model, data, out / "distill" / f"seed-{seed}", StudentSpec(layers=settings.student_layers),
-                          settings.distill_trials, config=config, bench=False)
+        summary = distill(model, data, out / directory / f"seed-{seed}",
+                          StudentSpec(layers=settings.student_layers, width=width), settings.distill_trials,
+                          config=config, bench=False)
         m, t = summary["metrics"], summary["teacher_metrics"]
         seeds.append({"seed": seed, "model": str(Path(summary["model"]).resolve()),
                       "validation_accuracy": m["validation"]["accuracy"], "test_accuracy": m["test"]["accuracy"],

