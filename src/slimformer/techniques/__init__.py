@@ -20,9 +20,16 @@ from pathlib import Path
 from ..artifacts import DEFAULT_RUNTIME, save_tokenizer_files
 from ..cache import atomic_dir, cache_dir, copy_tree, is_complete, write_json
 from ..check import check_step
-from ..compress import qat_onnx  # noqa: F401  (registers int8-qat)
 from ..errors import DiskFullError, SlimformerError, disk_full, first_line, missing_library
-from . import cls_only, onnx_export, openvino_int8, ort_optimize, quantize_onnx, torch_precision  # noqa: F401  (registers)
+from . import (  # noqa: F401  (registers)
+    cls_only,
+    int8_qat,
+    onnx_export,
+    openvino_int8,
+    ort_optimize,
+    quantize_onnx,
+    torch_precision,
+)
 from .base import (
     HANDLERS,
     TECHNIQUES,

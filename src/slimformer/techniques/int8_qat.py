@@ -16,8 +16,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..techniques.base import Artifact, BuildContext, BuildError, TechniqueConfig, onnx_path, register
-from .qat import QAT_FILE, WEIGHT_MAX
+from ..compress.qat import QAT_FILE, WEIGHT_MAX
+from .base import Artifact, BuildContext, BuildError, TechniqueConfig, onnx_path, register
 
 
 @dataclass(frozen=True)
