@@ -27,14 +27,31 @@ class QatQuantConfig(TechniqueConfig):
 
 
 def node_name(module: str) -> str:
-    """The name torch.onnx.export (TorchScript) gives the MatMul of the Linear `module` of the exported model."""
+    """The end of the name torch.onnx.export (TorchScript) gives the MatMul of the Linear `module` of the Hugging
+    Face model (the export wraps it in its task head, which adds a prefix: see `find_nodes`)."""
     parts = []
     for part in module.split("."):  # a ModuleList index stays on its list's name: layer.0
         if part.isdigit() and parts:
             parts[-1] += f".{part}"
         else:
             parts.append(part)
-    return "/model/" + "/".join(parts) + "/MatMul"
+    return "/" + "/".join(parts) + "/MatMul"
+
+
+def find_nodes(graph, modules) -> dict:
+    """module -> the graph's MatMul node of that Linear, wherever the export nested the model (missing: absent)."""
+    ends = {node_name(m): m for m in modules}
+    found = {}
+    for node in graph.node:
+        cut = node.name.find("/", 1)
+        while cut != -1:  # every "/..." suffix of the node's name
+            if (module := ends.get(node.name[cut:])) is not None:
+                found[module] = node
+                break
+            cut = node.name.find("/", cut + 1)
+        if (module := ends.get(node.name)) is not None:
+            found[module] = node
+    return found
 
 
 def qat_scales(source: Artifact) -> dict:
@@ -57,16 +74,16 @@ def quantize_qat(config: QatQuantConfig, source: Artifact, out: Path, context: B
     model = onnx.load(str(onnx_path(source)))
     graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
-    by_name = {n.name: n for n in graph.node}
-    missing = [m for m in scales if node_name(m) not in by_name]
+    by_module = find_nodes(graph, scales)
+    missing = [m for m in scales if m not in by_module]
     if missing:
-        raise BuildError(f"int8-qat: no MatMul named {node_name(missing[0])} in the graph ({len(missing)} of "
+        raise BuildError(f"int8-qat: no MatMul ending in {node_name(missing[0])} in the graph ({len(missing)} of "
                          f"{len(scales)} missing); use the unfused export (onnx,cls-only,int8-qat)")
     inferred = onnx.shape_inference.infer_shapes(model).graph.value_info
     ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in inferred}
     new_nodes, new_inits, quantized_inputs, kept = {}, [], {}, []
     for module, qparams in scales.items():
-        node = by_name[node_name(module)]
+        node = by_module[module]
         x, w_name = node.input[0], node.input[1]
         if ranks.get(x) == 2:  # the [CLS] row alone (cls-only): ORT fuses it with its bias into a float Gemm
             kept.append(module)
