@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from slimformer import recipes
-from slimformer.bench.runner import BenchSettings, DataSpec, Variant, run_benchmark, served_predictions
+from slimformer.bench.runner import ANSWERS_DIR, BenchSettings, DataSpec, Variant, load_answers, run_benchmark
 from slimformer.cache import cache_dir, is_complete, write_json, write_text
 from slimformer.compress.pretrained import minilm_l3_student
 from slimformer.compress.qat import QatConfig, quantization_aware
@@ -33,6 +33,7 @@ from slimformer.data import in_label_space, load_dataset
 from slimformer.distill import DistillConfig, StudentSpec, distill
 from slimformer.hardware import fingerprint
 from slimformer.optimize.select import Budget, assess
+from slimformer.tasks.scoring import scoring_for
 from slimformer.techniques import build, context_from_dataset, open_artifact, parse_recipe
 from slimformer.training import TrainConfig, train_classifier
 
@@ -116,9 +117,10 @@ def main() -> None:
     settings = BenchSettings(latency_samples=args.latency_samples, batch_sizes=(1,), cold_start_runs=0, settle_s=1.0)
     results = run_benchmark(variants, data, settings, runs / args.bench, resume=True, keep_going=True)
     truth = {s: dataset[s].labels for s in settings.splits}
-    predictions = {v["name"]: served_predictions(v, runs / args.bench / "logits") for v in results["variants"]}
+    scoring = scoring_for("classification")
+    answers = {v["name"]: load_answers(v, runs / args.bench / ANSWERS_DIR, scoring) for v in results["variants"]}
     rows = assess(results["variants"], {t: f"teacher-torch-fp32-t{t}" for t in threads}, Budget(), truth,
-                  predictions)
+                  answers, scoring=scoring)
     report(args, rows, fp32, seeds, threads, results)
 
 
