@@ -16,7 +16,7 @@ import numpy as np
 
 from .artifacts import DEFAULT_RUNTIME, Artifact, open_artifact
 from .errors import ModelError
-from .metrics import agreement
+from .metrics import agreement, cosine_rows
 from .runtimes import Predictor, load_predictor
 from .tasks import Task
 
@@ -59,8 +59,7 @@ def compare(task: Task, candidate: np.ndarray, reference: np.ndarray) -> dict[st
     if task.labelled:
         found = agreement(candidate, reference)
         return {**found, "max_abs_diff": found["max_abs_logit_diff"]}
-    norms = np.linalg.norm(candidate, axis=-1) * np.linalg.norm(reference, axis=-1)
-    cosine = (candidate * reference).sum(-1) / np.maximum(norms, 1e-12)
+    cosine = cosine_rows(candidate, reference)
     return {"mean_cosine": float(cosine.mean()), "min_cosine": float(cosine.min()),
             "max_abs_diff": float(np.abs(candidate - reference).max())}
 
