@@ -121,6 +121,12 @@ def tiny_bert(tmp_path_factory) -> Path:
     return make_tiny_classifier(tmp_path_factory.mktemp("models") / "tiny-bert", sorted(TOPICS))
 
 
+@pytest.fixture(scope="module")
+def teacher4(tmp_path_factory) -> Path:
+    """A 4-layer tiny BERT teacher on the keyword topics (distillation and compression tests)."""
+    return make_tiny_classifier(tmp_path_factory.mktemp("models") / "teacher4", sorted(TOPICS), layers=4, seed=3)
+
+
 @pytest.fixture(scope="session")
 def tiny_distilbert(tmp_path_factory) -> Path:
     return make_tiny_classifier(tmp_path_factory.mktemp("models") / "tiny-distilbert", sorted(TOPICS),

@@ -4,7 +4,6 @@ depth/width in the distillation study, quantization-aware training and its INT8 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,11 +28,6 @@ from slimformer.models import load_classifier
 from slimformer.runtimes import load_predictor
 from slimformer.techniques import build, context_from_dataset, parse_recipe
 from slimformer.training import TrainConfig, save_classifier
-
-
-@pytest.fixture(scope="module")
-def teacher4(tmp_path_factory) -> Path:
-    return make_tiny_classifier(tmp_path_factory.mktemp("models") / "teacher4", sorted(TOPICS), layers=4, seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -42,12 +42,6 @@ from slimformer.training import TrainConfig, autocast_dtype
 
 
 @pytest.fixture(scope="module")
-def teacher4(tmp_path_factory) -> Path:
-    """A 4-layer tiny BERT teacher on the keyword topics."""
-    return make_tiny_classifier(tmp_path_factory.mktemp("models") / "teacher4", sorted(TOPICS), layers=4, seed=3)
-
-
-@pytest.fixture(scope="module")
 def topics_csv(tmp_path_factory) -> Path:
     return write_csv(tmp_path_factory.mktemp("data") / "topics600.csv", keyword_rows(600, seed=1))
 
