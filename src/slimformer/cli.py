@@ -286,8 +286,13 @@ def optimize(
     compress: Annotated[str | None, typer.Option(help="Compression levers that train, comma-separated: prune (a "
                                                  "student with half its feed-forward neurons, recovered by "
                                                  "distillation with intermediate-layer terms), qat (quantization-"
-                                                 "aware training of the smallest model, built as INT8 with its "
-                                                 "trained scales). Each costs training time.")] = None,
+                                                 "aware training of the smallest model, then built as INT8: see "
+                                                 "--qat-scheme). Each costs training time.")] = None,
+    qat_scheme: Annotated[str, typer.Option(help="What QAT trains for: dynamic (ONNX Runtime's dynamic INT8 of the "
+                                            "fused graph, simulated exactly: the trained model is built as "
+                                            "ort-int8-dynamic and runs at its speed) or static (QDQ with trained "
+                                            "activation scales, int8-qat on ONNX Runtime and OpenVINO; unfused, "
+                                            "slower).")] = "dynamic",
     only: Annotated[str | None, typer.Option(help="Build only these candidates (comma-separated names from "
                                              "`slimformer doctor`); the baseline is always measured.")] = None,
     include_slow: Annotated[bool, typer.Option(help="Also time variants known to be slow on CPU (NF4, ORT "
@@ -307,6 +312,7 @@ def optimize(
     """
     from .bench.runner import BenchSettings, DataSpec
     from .compress.pipeline import CompressSettings, check_levers
+    from .compress.qat import QatConfig, check_scheme
     from .optimize import Budget, OptimizeSettings, miss_text
     from .optimize import optimize as run_optimize
     from .optimize.report import recommendation
@@ -316,7 +322,8 @@ def optimize(
                       confidence),
         threads=tuple(_ints(threads, "--threads")), distill=distill, distill_trials=distill_trials,
         distill_seeds=distill_seeds, student_layers=student_layers, include_slow=include_slow,
-        compress=CompressSettings(check_levers(tuple(x.strip() for x in (compress or "").split(",") if x.strip()))),
+        compress=CompressSettings(check_levers(tuple(x.strip() for x in (compress or "").split(",") if x.strip())),
+                                  qat=QatConfig(scheme=check_scheme(qat_scheme))),
         only=tuple(x.strip() for x in (only or "").split(",") if x.strip()),
         bench=BenchSettings(latency_samples=latency_samples, max_length=max_length, cold_start_runs=0, settle_s=0.5))
     if task is not None:

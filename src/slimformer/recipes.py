@@ -81,13 +81,19 @@ def advice(cpu: dict | None = None, gpu: dict | None = None) -> list[str]:
     return lines
 
 
+def int8_weight_type(cpu: dict | None = None) -> str:
+    """The weights of ort-int8-dynamic: int8 where VNNI runs u8s8 natively, uint8 elsewhere (u8s8 saturates in
+    AVX2's 16-bit accumulation)."""
+    return "int8" if _has((cpu or hardware.cpu())["isa"], "AVX512-VNNI", "AVX-VNNI", "AMX-INT8") else "uint8"
+
+
 def candidates(cpu: dict | None = None, gpu: dict | None = None, include_slow: bool = False) -> list[Candidate]:
     """The variant matrix for this machine, baseline first; with a GPU (hardware.gpu()) its variants follow the
     CPU ones, so one table compares both."""
     cpu = cpu or hardware.cpu()
     isa = cpu["isa"]
     vnni = _has(isa, "AVX512-VNNI", "AVX-VNNI", "AMX-INT8")
-    weights = "int8" if vnni else "uint8"
+    weights = int8_weight_type(cpu)
     out = [
         Candidate("torch-fp32", "", "torch", "baseline: PyTorch FP32 eager"),
         Candidate("ort-fp32", ONNX, "onnxruntime", "ONNX Runtime FP32, graph optimization level all"),
@@ -140,8 +146,11 @@ def _gpu_candidates(gpu: dict) -> list[Candidate]:
     return out
 
 
-def qat_candidates() -> list[Candidate]:
-    """What a quantization-aware-trained model is built as: INT8 with its trained scales (compress/qat.py)."""
+def qat_candidates(scheme: str = "static", cpu: dict | None = None) -> list[Candidate]:
+    """What a quantization-aware-trained model is built as (compress/qat.py): for the static scheme INT8 with its
+    trained scales; for the dynamic one the matrix's own ort-int8-dynamic, whose computation training simulated."""
+    if scheme == "dynamic":
+        return [c for c in candidates(cpu) if c.name == "ort-int8-dynamic"]
     return [Candidate("ort-int8-qat", f"{ONNX},int8-qat", "onnxruntime",
                       "QAT INT8: QDQ with the trained scales, integer matmuls in ONNX Runtime"),
             Candidate("ov-int8-qat", "onnx,int8-qat", "openvino",  # OpenVINO 2026.4 crashes compiling it after cls-only

@@ -26,6 +26,7 @@ from pathlib import Path
 from ..bench.runner import ANSWERS_DIR, BenchSettings, DataSpec, Variant, load_answers, run_benchmark
 from ..cache import is_complete, read_manifest, write_json
 from ..compress.pipeline import CompressSettings, pruned_config, qat_start
+from ..compress.qat import recorded as recorded_qat
 from ..distill import DistillConfig, recorded
 from ..errors import MissingLibraryError, OutputError, SlimformerError, first_line
 from ..progress import console, log_line, progress_bar
@@ -193,7 +194,8 @@ def optimize(model: str, data: DataSpec, out: Path, settings: OptimizeSettings =
                           "seeds": settings.distill_seeds, "student_layers": settings.student_layers,
                           "config": recorded(settings.distill_config)}}
     if settings.compress.levers:  # absent otherwise, so runs made before the levers existed still resume
-        recipe["distill"]["compress"] = asdict(settings.compress)
+        recipe["distill"]["compress"] = {**asdict(settings.compress), "qat": recorded_qat(
+            settings.compress.qat, "qat" in settings.compress.levers)}
     _prepare(out, recipe, resume)
     if note := dataset.source.get("validation"):
         log_line(f"validation split: {note}")
@@ -221,9 +223,11 @@ def optimize(model: str, data: DataSpec, out: Path, settings: OptimizeSettings =
     if "qat" in levers:
         from ..compress.qat import quantization_aware
 
-        start = qat_start(sources)
-        log_line(f"quantization-aware training of the {start} ({settings.compress.qat.epochs} epoch(s))")
-        quantization_aware(sources[start], model, data, out / "qat" / start, settings.compress.qat)
+        start, qat = qat_start(sources), settings.compress.qat
+        if qat.scheme == "dynamic":  # simulate the weights this machine's ort-int8-dynamic stores
+            qat = replace(qat, weight_type=recipes.int8_weight_type())
+        log_line(f"quantization-aware training of the {start} ({qat.epochs} epoch(s), for {qat.scheme} INT8)")
+        quantization_aware(sources[start], model, data, out / "qat" / start, qat)
         qat_sources[f"{start}-qat"] = str((out / "qat" / start).resolve())
 
     machine = fingerprint()
@@ -241,7 +245,8 @@ def optimize(model: str, data: DataSpec, out: Path, settings: OptimizeSettings =
     context = context_from_dataset(dataset, settings.calibration_size)
     built, failed = _build_variants(sources, chosen, out, context)
     if qat_sources:  # the QAT model is built only as INT8 with its trained scales
-        more, more_failed = _build_variants(qat_sources, recipes.qat_candidates(), out, context)
+        more, more_failed = _build_variants(qat_sources, recipes.qat_candidates(settings.compress.qat.scheme),
+                                            out, context)
         built, failed = built + more, failed + more_failed
     if longer:  # what a longer token limit costs and gains, on the baseline itself
         built.append({"name": variant_name("teacher", f"{BASELINE}-len{longer}"), "source": "teacher",

@@ -61,7 +61,12 @@ def qat_scales(source: Artifact) -> dict:
     if not path.is_file():
         raise BuildError(f"int8-qat: {origin} has no {QAT_FILE}; it takes a model made by quantization-aware "
                          "training (`optimize --compress qat`), exported with `onnx`")
-    return json.loads(path.read_text())["inputs"]
+    qat = json.loads(path.read_text())
+    if qat.get("scheme") == "dynamic":
+        raise BuildError(f"int8-qat: {origin} was trained for ONNX Runtime's dynamic INT8; build it with "
+                         "ort-int8-dynamic's recipe (onnx,ort-optimize,cls-only,int8-dynamic:weight_type="
+                         f"{qat.get('weight_type', 'int8')})")
+    return qat["inputs"]
 
 
 @register(QatQuantConfig)
