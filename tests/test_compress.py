@@ -251,3 +251,6 @@ def test_dynamic_qat_simulates_ort_dynamic_int8_of_the_fused_graph(tmp_path, top
         build(tmp_path / "qat", parse_recipe("onnx,int8-qat"), None, context)
     with pytest.raises(qat.QatError, match="unknown QAT scheme 'fp8'"):
         qat.check_scheme("fp8")
+    # runs recorded before the schemes existed (static QAT, or none) resume: their settings read the same
+    assert "scheme" in qat.recorded(qat.QatConfig()) and "scheme" not in qat.recorded(qat.QatConfig(), used=False)
+    assert "weight_type" not in qat.recorded(qat.QatConfig(scheme="static"))
