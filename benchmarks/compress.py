@@ -55,7 +55,7 @@ PTQ = {"ort-int8-dynamic": (f"{recipes.FUSED},int8-dynamic:weight_type={WEIGHTS}
        "ort-int8-static": (f"{recipes.ONNX},int8-static", "onnxruntime", {})}
 QAT = {c.name: (c.recipe, c.runtime, c.options) for c in recipes.qat_candidates()} | {
     "ort-int8-dynamic": PTQ["ort-int8-dynamic"]}  # the QAT weights under the fastest post-training INT8 too
-QATD = {"ort-int8-dynamic": PTQ["ort-int8-dynamic"]}  # trained for it
+QATD = {c.name: (c.recipe, c.runtime, c.options) for c in recipes.qat_candidates("dynamic")}  # ort-int8-dynamic
 QAT_SUFFIX = {"static": "qat", "dynamic": "qatd"}
 
 

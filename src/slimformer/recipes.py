@@ -37,6 +37,10 @@ def _has(isa: list[str], *names: str) -> bool:
     return any(n in isa for n in names)
 
 
+def _vnni(isa: list[str]) -> bool:
+    return _has(isa, "AVX512-VNNI", "AVX-VNNI", "AMX-INT8")
+
+
 def _bf16_gpu(gpu: dict) -> bool:
     """bf16 tensor cores: compute capability 8.0 (Ampere) and later."""
     major = (gpu.get("compute_capability") or "0").partition(".")[0]
@@ -53,7 +57,7 @@ def advice(cpu: dict | None = None, gpu: dict | None = None) -> list[str]:
     cpu = cpu or hardware.cpu()
     isa = cpu["isa"]
     lines = []
-    if _has(isa, "AVX512-VNNI", "AVX-VNNI", "AMX-INT8"):
+    if _vnni(isa):
         lines.append("VNNI present: INT8 pays; quantize weights as QInt8 (signed), activations uint8 on ONNX "
                      "Runtime; OpenVINO runs int8-activation QDQ models fastest.")
     else:
@@ -84,7 +88,7 @@ def advice(cpu: dict | None = None, gpu: dict | None = None) -> list[str]:
 def int8_weight_type(cpu: dict | None = None) -> str:
     """The weights of ort-int8-dynamic: int8 where VNNI runs u8s8 natively, uint8 elsewhere (u8s8 saturates in
     AVX2's 16-bit accumulation)."""
-    return "int8" if _has((cpu or hardware.cpu())["isa"], "AVX512-VNNI", "AVX-VNNI", "AMX-INT8") else "uint8"
+    return "int8" if _vnni((cpu or hardware.cpu())["isa"]) else "uint8"
 
 
 def candidates(cpu: dict | None = None, gpu: dict | None = None, include_slow: bool = False) -> list[Candidate]:
@@ -92,14 +96,13 @@ def candidates(cpu: dict | None = None, gpu: dict | None = None, include_slow: b
     CPU ones, so one table compares both."""
     cpu = cpu or hardware.cpu()
     isa = cpu["isa"]
-    vnni = _has(isa, "AVX512-VNNI", "AVX-VNNI", "AMX-INT8")
     weights = int8_weight_type(cpu)
     out = [
         Candidate("torch-fp32", "", "torch", "baseline: PyTorch FP32 eager"),
         Candidate("ort-fp32", ONNX, "onnxruntime", "ONNX Runtime FP32, graph optimization level all"),
         Candidate("ort-fused", FUSED, "onnxruntime", "offline transformer fusion: measured, not assumed"),
         Candidate("ort-int8-dynamic", f"{FUSED},int8-dynamic:weight_type={weights}", "onnxruntime",
-                  f"dynamic INT8, {'QInt8' if vnni else 'QUInt8'} weights"),
+                  f"dynamic INT8, {'QInt8' if weights == 'int8' else 'QUInt8'} weights"),
         Candidate("ort-int8-static", f"{ONNX},int8-static", "onnxruntime",
                   "static INT8 QDQ, uint8 activations calibrated on the training split"),
         Candidate("ov-fp32", ONNX, "openvino", "OpenVINO with FP32 requested explicitly", {"precision": "f32"}),
