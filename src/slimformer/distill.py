@@ -52,6 +52,8 @@ class DistillConfig:
     hidden_weight: float = 0.0  # weight of the per-layer hidden-state MSE (TinyBERT); the teacher runs online
     attention_weight: float = 0.0  # weight of the last layer's attention-distribution KL (MiniLM)
     augment: int = 2  # perturbed copies of every training text, labelled by the teacher only
+    unlabelled: str | None = None  # a file or packaged corpus of unlabelled texts (data.unlabelled), teacher-labelled
+    unlabelled_limit: int = 20_000  # at most this many of them (a seeded sample)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, lr=2.7e-4, precision="auto"))
 
 
@@ -110,18 +112,36 @@ def augment_texts(texts: list[str], copies: int, mask_token: str, seed: int, rat
     return out
 
 
-def transfer_set(dataset: Dataset, augment: int, mask_token: str | None, seed: int) -> tuple[Dataset, int]:
-    """(the dataset with its train split grown by `augment` perturbed copies, how many texts are labelled)."""
+def transfer_set(dataset: Dataset, augment: int, mask_token: str | None, seed: int,
+                 unlabelled: list[str] = ()) -> tuple[Dataset, int]:
+    """(the dataset with its train split grown by `augment` perturbed copies and the `unlabelled` texts, how many
+    texts are labelled: the first ones)."""
     from .data import Split
 
     train = dataset["train"]
-    if not augment:
+    if not augment and not unlabelled:
         return dataset, len(train)
-    if not mask_token:
+    if augment and not mask_token:
         raise DistillError("--augment needs a tokenizer with a mask token; use --augment 0")
-    texts = train.texts + augment_texts(train.texts, augment, mask_token, seed)
-    labels = np.concatenate([train.labels] * (augment + 1))  # augmented rows keep their source label, unused
+    texts = train.texts + augment_texts(train.texts, augment, mask_token, seed) + list(unlabelled)
+    labels = np.concatenate([train.labels] * (augment + 1)  # augmented and unlabelled rows: a label, never used
+                            + [np.zeros(len(unlabelled), dtype=train.labels.dtype)])
     return replace(dataset, splits={**dataset.splits, "train": Split(texts, labels)}), len(train)
+
+
+def unlabelled_texts(config: DistillConfig, dataset: Dataset) -> list[str]:
+    """The unlabelled texts `config` asks for, none of them in a split of `dataset` (data.unlabelled)."""
+    if not config.unlabelled:
+        return []
+    from .data.unlabelled import held_out_free, load_unlabelled
+
+    if config.unlabelled_limit < 1:
+        raise DistillError("--unlabelled-limit must be at least 1")
+    texts = held_out_free(load_unlabelled(config.unlabelled), dataset, config.unlabelled_limit, config.train.seed)
+    if not texts:
+        raise DistillError(f"every text of {config.unlabelled} is also in the labelled data; nothing to add")
+    console.print(f"unlabelled texts: {len(texts):,} from {config.unlabelled}, labelled by the teacher")
+    return texts
 
 
 def cosine_loss(student_states, teacher_states):
@@ -356,7 +376,8 @@ def _config_for(trial, base: DistillConfig, space: SearchSpace) -> DistillConfig
                                  epochs=trial.suggest_int("epochs", *space.epochs)))
 
 
-NEW_FIELDS = {"hidden_weight": 0.0, "attention_weight": 0.0, "layers": (), "widths": (), "width": 1.0}
+NEW_FIELDS = {"hidden_weight": 0.0, "attention_weight": 0.0, "layers": (), "widths": (), "width": 1.0,
+              "unlabelled": None, "unlabelled_limit": DistillConfig.unlabelled_limit}
 
 
 def recorded(settings) -> dict:
@@ -482,9 +503,12 @@ def distill(teacher: str, data, out: Path, student: StudentSpec = StudentSpec(),
     new_student(student)  # refuse a bad student before anything is written
     from .techniques.base import content_key
 
+    unlabelled = unlabelled_texts(config, dataset)
     recipe = {"teacher": str(teacher_path), "teacher_key": content_key(teacher_path), "dataset": dataset.name,
               "dataset_fingerprint": dataset.fingerprint, "student": recorded(student),
               "config": recorded(config), "space": recorded(space)}
+    if unlabelled:
+        recipe["unlabelled_fingerprint"] = hashlib.sha256("\n".join(unlabelled).encode()).hexdigest()[:16]
     recipe = json.loads(json.dumps(recipe))  # as it reads back from distill.json
     run_file = out / "distill.json"
     if run_file.is_file():
@@ -501,7 +525,7 @@ def distill(teacher: str, data, out: Path, student: StudentSpec = StudentSpec(),
     if not study.trials:
         study.enqueue_trial(_params(config, student, space))
     _retry_failed(study)
-    transfer, labelled = transfer_set(dataset, config.augment, tokenizer.mask_token, config.train.seed)
+    transfer, labelled = transfer_set(dataset, config.augment, tokenizer.mask_token, config.train.seed, unlabelled)
     targets = teacher_targets(recipe["teacher_key"], teacher_model, tokenizer, transfer["train"].texts,
                               config.train.max_length)
 
