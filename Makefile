@@ -29,7 +29,8 @@ browser:
 # (with a distilled student), write the report and export the recommended variant. Run again: it resumes.
 demo: install
 	$(BIN)/slimformer train --base minilm-l6 --data trec6 --max-length 64 --out $(TEACHER)
-	$(BIN)/slimformer optimize --model $(TEACHER) --data trec6 --distill --distill-seeds 2 --compress qat --threads 1,2 \
+	$(BIN)/slimformer optimize --model $(TEACHER) --data trec6 --distill --distill-seeds 2 --unlabelled movie-questions \
+		--compress qat --threads 1,2 \
 		--out $(DEMO) \
 		$(if $(wildcard $(DEMO)/run.json),--resume,)
 	$(BIN)/slimformer export $(DEMO) --out $(DEMO)/bundle --overwrite
