@@ -37,6 +37,7 @@ from slimformer.distill import (
     student_from_checkpoint,
     student_from_teacher,
     transfer_set,
+    unlabelled_texts,
 )
 from slimformer.models import load_classifier
 from slimformer.training import TrainConfig, autocast_dtype
@@ -229,6 +230,9 @@ def test_unlabelled_texts_join_the_transfer_set_without_any_held_out_text(tmp_pa
         load_unlabelled(str(tmp_path / "u.csv"))
     with pytest.raises(DataError, match="packaged: movie-questions"):
         load_unlabelled(str(tmp_path / "missing.txt"))
+    (tmp_path / "held.txt").write_text(f"{test_text}\n{val_text.lower()}\n")
+    with pytest.raises(DistillError, match="every text of .* is also in the labelled data"):
+        unlabelled_texts(DistillConfig(unlabelled=str(tmp_path / "held.txt")), dataset)
     grown, labelled = transfer_set(dataset, 1, "[MASK]", 0, fresh)
     n = len(dataset["train"])
     assert labelled == n and len(grown["train"]) == 2 * n + 30 and grown["train"].texts[-30:] == fresh
