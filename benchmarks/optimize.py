@@ -22,7 +22,10 @@ from techniques import recheck_line
 
 from slimformer.bench.runner import BenchSettings, DataSpec, remeasure
 from slimformer.cache import cache_dir, write_json, write_text
+from slimformer.compress.pipeline import CompressSettings
+from slimformer.compress.qat import QatConfig
 from slimformer.data import load_dataset
+from slimformer.distill import DistillConfig
 from slimformer.optimize import OptimizeSettings, optimize
 from slimformer.optimize.select import drop_text
 from slimformer.training import TrainConfig, train_classifier
@@ -38,9 +41,10 @@ def main() -> None:
     args = parser.parse_args()
     train_classifier("minilm-l6", load_dataset("trec6"), TEACHER, TrainConfig(max_length=64))  # as make demo
     started = time.perf_counter()
-    optimize(str(TEACHER), DataSpec("trec6"), args.run, OptimizeSettings(threads=(1, 2), distill=True,
-                                                                         distill_seeds=args.distill_seeds),
-             resume=(args.run / "run.json").is_file())
+    demo = OptimizeSettings(threads=(1, 2), distill=True, distill_seeds=args.distill_seeds,  # as make demo passes
+                            distill_config=DistillConfig(unlabelled="movie-questions"),
+                            compress=CompressSettings(("qat",), qat=QatConfig()))
+    optimize(str(TEACHER), DataSpec("trec6"), args.run, demo, resume=(args.run / "run.json").is_file())
     seconds = time.perf_counter() - started
     results = json.loads((args.run / "results.json").read_text())
     sel = results["selection"]
