@@ -297,7 +297,10 @@ def test_cli_errors(tmp_path, teacher4, topics_csv, sentiment_model):
                           "no file", "movie-questions")
     assert_one_line_error(run("optimize", "--model", str(teacher4), "--data", str(topics_csv), "--out",
                               str(tmp_path / "g"), "--unlabelled", "movie-questions"), "add --distill")
-    assert not any((tmp_path / n).exists() and any((tmp_path / n).iterdir()) for n in "abcfg")
+    assert_one_line_error(run("optimize", "--model", str(teacher4), "--data", str(topics_csv), "--out",
+                              str(tmp_path / "h"), "--distill", "--unlabelled", "no-such-corpus"), "no file")
+    assert not any((tmp_path / n).exists() for n in "fgh")  # refused before the run directory is made
+    assert not any((tmp_path / n).exists() and any((tmp_path / n).iterdir()) for n in "abc")
 
 
 @needs_small_disk

@@ -327,8 +327,12 @@ def optimize(
     from .optimize import optimize as run_optimize
     from .optimize.report import recommendation
 
-    if unlabelled and not distill:
-        raise SlimformerError("--unlabelled feeds the student: add --distill")
+    if unlabelled:
+        from .data.unlabelled import check_source
+
+        if not distill:
+            raise SlimformerError("--unlabelled feeds the student: add --distill")
+        check_source(unlabelled)  # before the run directory is made
     settings = OptimizeSettings(
         budget=Budget(max_drop, latency_budget_ms, size_budget_mb, max_class_drop, min_class_texts, min_cosine,
                       confidence),

