@@ -413,3 +413,17 @@ def test_a_token_limit_that_truncates_is_reported_and_a_longer_one_measured(tmp_
     assert entry["options"]["max_length"] > 8 and entry["predictor"]["max_length"] == entry["options"]["max_length"]
     assert next(v for v in results["variants"] if v["name"] == "teacher-torch-fp32-t1")["predictor"]["max_length"] == 8
     assert longer["baseline"] == "teacher-torch-fp32-t1"  # its accuracy change and its cost are against the limit
+
+
+def test_a_run_with_compression_levers_resumes(tmp_path):
+    """The recipe holds tuples (the levers); run.json reads them back as lists: --resume must still match."""
+    from slimformer.errors import OutputError
+    from slimformer.optimize import _prepare
+
+    recipe = {"model_key": "m", "dataset_fingerprint": "d", "threads": [1], "max_length": None,
+              "distill": {"enabled": True, "compress": {"levers": ("qat",)}}}
+    _prepare(tmp_path / "run", recipe, resume=False)
+    _prepare(tmp_path / "run", recipe, resume=True)  # the same settings: resumes
+    other = {**recipe, "distill": {"enabled": True, "compress": {"levers": ("prune",)}}}
+    with pytest.raises(OutputError, match="another distillation settings"):
+        _prepare(tmp_path / "run", other, resume=True)

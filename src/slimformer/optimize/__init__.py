@@ -68,6 +68,7 @@ def _stage(number: int, total: int, text: str) -> None:
 def _prepare(out: Path, recipe: dict, resume: bool) -> None:
     """Refuse to mix runs: --resume only onto the same model and data; never overwrite a finished run."""
     run_file = out / "run.json"
+    recipe = json.loads(json.dumps(recipe))  # as it reads back from run.json (tuples become lists)
     if resume:
         if not run_file.is_file():
             raise OutputError(f"nothing to resume in {out} (no run.json); run without --resume")
