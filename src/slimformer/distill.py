@@ -54,6 +54,8 @@ class DistillConfig:
     augment: int = 2  # perturbed copies of every training text, labelled by the teacher only
     unlabelled: str | None = None  # a file or packaged corpus of unlabelled texts (data.unlabelled), teacher-labelled
     unlabelled_limit: int = 20_000  # at most this many of them (a seeded sample)
+    select_fraction: float = 0.0  # > 0: choose epochs and trials on this stratified slice of the training texts,
+    # held out of training, instead of on validation (data.with_selection), so validation stays a fair budget check
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, lr=2.7e-4, precision="auto"))
 
 
@@ -377,7 +379,7 @@ def _config_for(trial, base: DistillConfig, space: SearchSpace) -> DistillConfig
 
 
 NEW_FIELDS = {"hidden_weight": 0.0, "attention_weight": 0.0, "layers": (), "widths": (), "width": 1.0,
-              "unlabelled": None, "unlabelled_limit": DistillConfig.unlabelled_limit}
+              "unlabelled": None, "unlabelled_limit": DistillConfig.unlabelled_limit, "select_fraction": 0.0}
 
 
 def recorded(settings) -> dict:
@@ -481,6 +483,12 @@ def distill(teacher: str, data, out: Path, student: StudentSpec = StudentSpec(),
     config = replace(config, train=replace(config.train, max_length=check_max_length(teacher_path,
                                                                                      config.train.max_length)))
     dataset = in_label_space(dataset, labels, teacher)
+    if config.select_fraction:
+        from .data import with_selection
+
+        dataset = with_selection(dataset, config.select_fraction, data.seed)  # the same slice for every seed
+        console.print(f"choosing on a selection slice of {len(dataset['selection']):,} training texts (held out of "
+                      f"training); validation is left for the budget check")
     layers = student.layers if student.layers is not None or student.checkpoint else max(
         1, layer_count(teacher_model.config) // 2)
     student = replace(student, layers=None if student.checkpoint else layers)
@@ -599,9 +607,11 @@ def _finish(study, out: Path, teacher_model, tokenizer, labels, dataset, config,
                "history": t.user_attrs.get("history", [])} for t in study.get_trials(deepcopy=False)
               if t.state != optuna.trial.TrialState.RUNNING]
     write_json(out / "trials.json", trials)
-    write_json(out / "best_params.json", {"trial": best.number, "validation_accuracy": best.value, **best.params})
-    plot_curves(trials, best.number, manifest["teacher_metrics"]["validation"]["accuracy"], out / "curves.png")
+    chosen_on = "selection" if "selection" in dataset.splits else "validation"
+    write_json(out / "best_params.json", {"trial": best.number, f"{chosen_on}_accuracy": best.value, **best.params})
+    plot_curves(trials, best.number, manifest["teacher_metrics"][chosen_on]["accuracy"], out / "curves.png", chosen_on)
     summary = {"model": str(model_dir), "trial": best.number, "params": best.params, "trials": len(trials),
+               "chosen_on": chosen_on,
                "metrics": manifest["metrics"], "teacher_metrics": manifest["teacher_metrics"],
                "train_seconds": manifest["train_seconds"]}
     if bench:
@@ -616,8 +626,8 @@ def _finish(study, out: Path, teacher_model, tokenizer, labels, dataset, config,
     return summary
 
 
-def plot_curves(trials: list[dict], best: int, teacher_accuracy: float, path: Path) -> None:
-    """Validation accuracy and training loss per epoch for every trial; the best trial drawn bold."""
+def plot_curves(trials: list[dict], best: int, teacher_accuracy: float, path: Path, split: str = "validation") -> None:
+    """Accuracy on the choosing `split` and training loss per epoch for every trial; the best trial drawn bold."""
     from .plotting import pyplot
 
     plt = pyplot()
@@ -634,7 +644,7 @@ def plot_curves(trials: list[dict], best: int, teacher_accuracy: float, path: Pa
         acc.plot(epochs, [100 * h["val_accuracy"] for h in t["history"]], marker="o", label=label, **style)
         loss.plot(epochs, [h["train_loss"] for h in t["history"]], marker="o", **style)
     acc.axhline(100 * teacher_accuracy, color="k", ls=":", label="teacher")
-    acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Validation accuracy per trial")
+    acc.set(xlabel="epoch", ylabel=f"{split} accuracy (%)", title=f"{split.capitalize()} accuracy per trial")
     loss.set(xlabel="epoch", ylabel="training loss", title="Training loss (distillation objective)")
     acc.legend(fontsize=7, loc="lower right")
     for ax in (acc, loss):

@@ -107,8 +107,9 @@ def length_grouped(order: np.ndarray, lengths: list[int], batch_size: int, rng, 
 
 def fit(model, tokenizer, dataset: Dataset, config: TrainConfig, title: str, loss_fn: LossFn | None = None,
         on_epoch: EpochHook | None = None) -> dict:
-    """Train `model` in place on the train split; keep the epoch with the best validation accuracy (entity F1 for
-    a token-classification dataset).
+    """Train `model` in place on the train split; keep the epoch with the best accuracy (entity F1 for a
+    token-classification dataset) on the split that chooses (choosing_split: validation, unless the dataset has a
+    `selection` slice of its training texts). The history's `val_*` figures are on that split.
 
     `loss_fn` defaults to the model's own cross-entropy. Returns history, best epoch, seconds, precision."""
     import torch
@@ -134,6 +135,7 @@ def fit(model, tokenizer, dataset: Dataset, config: TrainConfig, title: str, los
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
     score = evaluator(model, tokenizer, dataset, config.max_length)
     key = quality_key(dataset)
+    choosing, where = choosing_split(dataset)
     words = getattr(train, "words", None)
     if words is not None:
         from .encoding import TextEncoder
@@ -177,14 +179,14 @@ def fit(model, tokenizer, dataset: Dataset, config: TrainConfig, title: str, los
                 losses.append(loss.item())
                 update(status=f"epoch {epoch}/{config.epochs} loss {np.mean(losses[-20:]):.3f}")
             model.eval()
-            val = score(dataset["validation"])
+            val = score(choosing)
             record = {"epoch": epoch, "train_loss": float(np.mean(losses)),
                       **{f"val_{k}": v for k, v in val.items() if k != "n" and not isinstance(v, dict)}}
             history.append(record)
             if val[key] > best:
                 best = val[key]
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            log_line(f"{title}: epoch {epoch}/{config.epochs}, loss {record['train_loss']:.4f}, validation "
+            log_line(f"{title}: epoch {epoch}/{config.epochs}, loss {record['train_loss']:.4f}, {where} "
                      f"{_describe(key, val[key])} ({time.perf_counter() - started:.0f} s)")
             if on_epoch:
                 on_epoch(epoch, record)
@@ -195,9 +197,16 @@ def fit(model, tokenizer, dataset: Dataset, config: TrainConfig, title: str, los
             "precision": str(dtype).removeprefix("torch.") if dtype else "float32"}
 
 
+def choosing_split(dataset: Dataset):
+    """(the split training chooses on, its name): the `selection` slice of the training texts where the dataset
+    has one (data.with_selection), else validation."""
+    return (dataset["selection"], "selection") if "selection" in dataset.splits else \
+        (dataset["validation"], "validation")
+
+
 def evaluate_splits(model, tokenizer, dataset: Dataset, max_length: int) -> dict:
     score = evaluator(model, tokenizer, dataset, max_length)
-    return {name: score(dataset[name]) for name in ("validation", "test") if name in dataset.splits}
+    return {name: score(dataset[name]) for name in ("selection", "validation", "test") if name in dataset.splits}
 
 
 def check_output(out: Path, recipe: dict, overwrite: bool) -> dict | None:

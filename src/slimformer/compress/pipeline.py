@@ -4,7 +4,7 @@ the user grants explicitly.
 - `prune`: a student cut to `layers` (default half the teacher's) with every layer's feed-forward block pruned
   to `width` of its neurons (Taylor importance on the training texts), recovered by distillation from the
   teacher with the intermediate-layer terms (hidden states and last-layer attention) beside logit KD; one per
-  seed, the best on validation kept.
+  seed, the best on validation (or on the selection slice) kept.
 - `qat`: quantization-aware training of the smallest model of the run (the pruned student, else the distilled
   student, else the teacher itself), exported as INT8 with the trained scales for ONNX Runtime and OpenVINO.
 """

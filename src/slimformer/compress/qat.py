@@ -5,8 +5,9 @@ Every Linear of the encoder is wrapped while training: its weight is fake-quanti
 symmetric int8 (scale = max|w| / 127, recomputed from the current weight at every step), its input per tensor,
 asymmetric uint8 (the u8s8 kernels VNNI CPUs run fastest), from a moving average of the batches' min and max.
 Gradients pass straight through the rounding. The loss is distillation from the teacher's cached logits on the
-transfer set (distill.train_student), so a student or the teacher itself can be trained this way; validation
-accuracy after each epoch is that of the simulated INT8 model. Afterwards the wrappers are removed: the
+transfer set (distill.train_student), so a student or the teacher itself can be trained this way; the accuracy
+after each epoch (on validation, or on the selection slice the student was chosen on) is that of the simulated
+INT8 model. Afterwards the wrappers are removed: the
 checkpoint is a standard HF model with the trained weights, plus `qat.json` holding every Linear's input scale
 and zero point. The `int8-qat` technique (techniques_qat.py) writes those, and the weights' per-channel scales,
 as QuantizeLinear/DequantizeLinear pairs into the exported ONNX graph, which ONNX Runtime runs as integer
@@ -57,6 +58,7 @@ class QatConfig:
     max_length: int | None = None
     scheme: str = "dynamic"  # see SCHEMES
     weight_type: str = "int8"  # dynamic scheme: the weights ort-int8-dynamic stores (recipes.int8_weight_type)
+    select_fraction: float = 0.0  # > 0: choose the epoch on this slice of the training texts (DistillConfig's)
 
 @functools.cache
 def _fake_quant_modules():
@@ -172,8 +174,8 @@ def _swap(model, name: str, module) -> None:
 def recorded(config: QatConfig, used: bool = True) -> dict:
     """The settings a run records to resume by: without the scheme fields where the static scheme (or no QAT) is
     used, so runs made before the schemes existed still resume."""
-    return {k: v for k, v in asdict(config).items() if (used and config.scheme != "static") or
-            k not in ("scheme", "weight_type")}
+    return {k: v for k, v in asdict(config).items() if ((used and config.scheme != "static") or
+            k not in ("scheme", "weight_type")) and (k != "select_fraction" or v)}
 
 def check_scheme(scheme: str) -> str:
     if scheme not in SCHEMES:
@@ -292,6 +294,10 @@ def quantization_aware(start: str, teacher: str, data, out: Path, config: QatCon
     if start_labels != labels:
         raise QatError(f"{start} and the teacher {teacher} have different labels")
     dataset = in_label_space(dataset, labels, teacher)
+    if config.select_fraction:  # the slice the student was chosen on: the epoch is chosen there too
+        from ..data import with_selection
+
+        dataset = with_selection(dataset, config.select_fraction, data.seed)
     max_length = check_max_length(Path(resolve(teacher)), config.max_length)
     transfer, labelled = transfer_set(dataset, config.augment, tokenizer.mask_token, config.seed)
     targets = teacher_targets(recipe["teacher_key"], teacher_model, tokenizer, transfer["train"].texts, max_length)

@@ -6,7 +6,7 @@ import hashlib
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -108,6 +108,29 @@ def stratified_split(
         order = rng.permutation(len(t))
         out[split] = ([t[i] for i in order], [lab[i] for i in order])
     return out
+
+
+def with_selection(dataset: Dataset, fraction: float, seed: int) -> Dataset:
+    """`dataset` with a stratified `fraction` of its training texts moved into a `selection` split (the same texts
+    for any input order and every caller that passes the same seed): training then chooses epochs, trials and seeds
+    on it (training.choosing_split), and the validation split stays unlooked-at for the budget check."""
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"the selection slice must be a fraction of the training texts between 0 and 1, not {fraction}")
+    train = dataset["train"]
+    rng = np.random.default_rng(seed)
+    chosen = np.zeros(len(train), dtype=bool)
+    for label in np.unique(train.labels):
+        group = sorted(np.flatnonzero(train.labels == label), key=lambda i: train.texts[i])
+        take = int(round(fraction * len(group)))
+        chosen[[group[j] for j in rng.permutation(len(group))[:take]]] = True
+    if not chosen.any() or chosen.all():
+        raise DataError(f"a selection slice of {fraction:g} of {len(train)} training texts leaves "
+                        f"{'nothing to choose on' if not chosen.any() else 'nothing to train on'}")
+
+    def part(mask: np.ndarray) -> Split:
+        return Split([t for t, keep in zip(train.texts, mask, strict=True) if keep], train.labels[mask])
+
+    return replace(dataset, splits={**dataset.splits, "train": part(~chosen), "selection": part(chosen)})
 
 
 def build_dataset(

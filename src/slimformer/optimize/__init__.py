@@ -49,7 +49,7 @@ class OptimizeSettings:
     threads: tuple[int, ...] = (1, 2)
     distill: bool = False
     distill_trials: int = 1
-    distill_seeds: int = 1  # students trained from this many seeds; the best on validation is kept
+    distill_seeds: int = 1  # students trained from this many seeds; the best on validation (or the slice) is kept
     distill_config: DistillConfig = field(default_factory=DistillConfig)  # its train.seed is replaced per seed
     student_layers: int | None = None
     compress: CompressSettings = field(default_factory=CompressSettings)  # opt-in levers that train (prune, qat)
@@ -312,8 +312,9 @@ def _assess(results: dict, baseline: dict[int, str], settings: OptimizeSettings,
 
 def _distill_seeds(model: str, data: DataSpec, out: Path, settings: OptimizeSettings, directory: str = "distill",
                    width: float = 1.0) -> dict:
-    """Students distilled from `distill_seeds` seeds (42, 43, ...); the best on validation is kept. Every seed's
-    validation and held-out test accuracy (FP32) is recorded, so a lucky seed is visible."""
+    """Students distilled from `distill_seeds` seeds (42, 43, ...); the best on the choosing split (validation, or
+    the selection slice of the training texts: DistillConfig.select_fraction) is kept. Every seed's validation and
+    held-out test accuracy (FP32) is recorded, so a lucky seed is visible."""
     from ..distill import StudentSpec, distill
 
     base = settings.distill_config
@@ -323,17 +324,19 @@ def _distill_seeds(model: str, data: DataSpec, out: Path, settings: OptimizeSett
         summary = distill(model, data, out / directory / f"seed-{seed}",
                           StudentSpec(layers=settings.student_layers, width=width), settings.distill_trials,
                           config=config, bench=False)
-        m, t = summary["metrics"], summary["teacher_metrics"]
-        seeds.append({"seed": seed, "model": str(Path(summary["model"]).resolve()),
+        m, t, chosen_on = summary["metrics"], summary["teacher_metrics"], summary["chosen_on"]
+        seeds.append({"seed": seed, "model": str(Path(summary["model"]).resolve()), "chosen_on": chosen_on,
+                      "choosing_accuracy": m[chosen_on]["accuracy"],
                       "validation_accuracy": m["validation"]["accuracy"], "test_accuracy": m["test"]["accuracy"],
                       "teacher_validation_accuracy": t["validation"]["accuracy"],
                       "teacher_test_accuracy": t["test"]["accuracy"]})
-        log_line(f"student seed {seed}: validation {100 * m['validation']['accuracy']:.2f}% (teacher "
+        chosen = f"selection slice {100 * m['selection']['accuracy']:.2f}%, " if chosen_on == "selection" else ""
+        log_line(f"student seed {seed}: {chosen}validation {100 * m['validation']['accuracy']:.2f}% (teacher "
                  f"{100 * t['validation']['accuracy']:.2f}%), held-out test {100 * m['test']['accuracy']:.2f}% "
                  f"(teacher {100 * t['test']['accuracy']:.2f}%), FP32")
-    best = max(seeds, key=lambda s: s["validation_accuracy"])  # the first seed wins a tie
+    best = max(seeds, key=lambda s: s["choosing_accuracy"])  # the first seed wins a tie
     if len(seeds) > 1:
-        log_line(f"kept the student of seed {best['seed']} (best on validation)")
+        log_line(f"kept the student of seed {best['seed']} (best on {best['chosen_on']})")
     return {"model": best["model"], "seeds": seeds, "chosen_seed": best["seed"]}
 
 

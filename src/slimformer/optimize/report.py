@@ -250,12 +250,17 @@ def _distill_lines(results: dict) -> list[str]:
     d = results.get("distill")
     if not d:
         return []
-    seeds = "; ".join(f"seed {s['seed']}: validation {100 * s['validation_accuracy']:.2f}%, held-out test "
-                      f"{100 * s['test_accuracy']:.2f}%" for s in d["seeds"])
     t = d["seeds"][0]
+    sliced = t.get("chosen_on") == "selection"  # runs made before the selection slice have no chosen_on
+    seeds = "; ".join(f"seed {s['seed']}: " + (f"selection slice {100 * s['choosing_accuracy']:.2f}%, " if sliced
+                                               else "") +
+                      f"validation {100 * s['validation_accuracy']:.2f}%, held-out test {100 * s['test_accuracy']:.2f}%"
+                      for s in d["seeds"])
+    chosen = ("the best on a selection slice of the training texts (held out of training; validation was not looked "
+              "at until the budget check)") if sliced else "the best on validation"
     return [f"Students distilled (FP32, PyTorch): {seeds}; teacher validation "
             f"{100 * t['teacher_validation_accuracy']:.2f}%, test {100 * t['teacher_test_accuracy']:.2f}%. Kept seed "
-            f"{d['chosen_seed']}, the best on validation."]
+            f"{d['chosen_seed']}, {chosen}."]
 
 
 def _machine_line(results: dict) -> str:
