@@ -42,8 +42,8 @@ def main() -> None:
     train_classifier("minilm-l6", load_dataset("trec6"), TEACHER, TrainConfig(max_length=64))  # as make demo
     started = time.perf_counter()
     demo = OptimizeSettings(threads=(1, 2), distill=True, distill_seeds=args.distill_seeds,  # as make demo passes
-                            distill_config=DistillConfig(unlabelled="movie-questions"),
-                            compress=CompressSettings(("qat",), qat=QatConfig()))
+                            distill_config=DistillConfig(unlabelled="movie-questions", select_fraction=0.1),
+                            compress=CompressSettings(("qat",), qat=QatConfig(select_fraction=0.1)))
     optimize(str(TEACHER), DataSpec("trec6"), args.run, demo, resume=(args.run / "run.json").is_file())
     seconds = time.perf_counter() - started
     results = json.loads((args.run / "results.json").read_text())

@@ -13,7 +13,7 @@ from conftest import TOPICS, keyword_rows, make_tiny_classifier, write_csv
 from slimformer.bench.runner import DataSpec
 from slimformer.compress import qat
 from slimformer.compress.prune import ffn_importance, prune_ffn
-from slimformer.data import load_dataset
+from slimformer.data import load_dataset, with_selection
 from slimformer.distill import (
     DistillConfig,
     SearchSpace,
@@ -188,10 +188,12 @@ def test_optimize_with_prune_and_qat_builds_and_measures_the_compressed_variants
     from slimformer.compress.qat import QatConfig
     from slimformer.optimize import OptimizeSettings, optimize
 
-    quick = DistillConfig(augment=0, train=TrainConfig(epochs=1, lr=3e-3, max_length=16, precision="fp32"))
-    settings = OptimizeSettings(
+    quick = DistillConfig(augment=0, select_fraction=0.2,
+                          train=TrainConfig(epochs=1, lr=3e-3, max_length=16, precision="fp32"))
+    settings = OptimizeSettings(  # as `--selection-slice 0.2` sets them: the pruned student and QAT choose on it
         threads=(1,), only=("torch-fp32",), distill_config=quick, student_layers=2,
-        compress=CompressSettings(levers=("prune", "qat"), qat=QatConfig(epochs=1, augment=0, lr=1e-3)),
+        compress=CompressSettings(levers=("prune", "qat"), qat=QatConfig(epochs=1, augment=0, lr=1e-3,
+                                                                         select_fraction=0.2)),
         bench=BenchSettings(latency_samples=10, warmup=2, batch_sizes=(1,), throughput_min_s=0.05,
                             throughput_min_texts=8, throughput_repeats=1, cold_start_runs=0, settle_s=0.0))
     selection = optimize(str(teacher4), DataSpec(str(topics[0])), tmp_path / "run", settings)
@@ -200,8 +202,13 @@ def test_optimize_with_prune_and_qat_builds_and_measures_the_compressed_variants
     pruned = json.loads((tmp_path / "run" / "pruned" / "seed-42" / "model" / "config.json").read_text())
     assert pruned["num_hidden_layers"] == 2 and pruned["intermediate_size"] == 32  # half of 64
     assert json.loads((tmp_path / "run" / "qat" / "pruned" / qat.QAT_FILE).read_text())["scheme"] == "dynamic"
+    trained = json.loads((tmp_path / "run" / "qat" / "pruned" / "manifest.json").read_text())
+    n_slice = len(with_selection(topics[1], 0.2, seed=42)["selection"])
+    assert trained["metrics"]["selection"]["n"] == n_slice and trained["recipe"]["config"]["select_fraction"] == 0.2
+    assert trained["train_samples"] == len(topics[1]["train"]) - n_slice  # QAT keeps the slice out too
     results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert results["pruned"]["seeds"][0]["seed"] == 42
+    assert results["pruned"]["seeds"][0]["seed"] == 42 and results["pruned"]["seeds"][0]["chosen_on"] == "selection"
+    assert "select_fraction" not in qat.recorded(QatConfig())  # QAT runs made before the slice still resume
     with pytest.raises(Exception, match="unknown compression lever"):
         from slimformer.compress.pipeline import check_levers
 

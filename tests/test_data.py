@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import keyword_rows, write_csv
 
-from slimformer.data import check_label_space, load_dataset, stratified_split
+from slimformer.data import Dataset, Split, check_label_space, load_dataset, stratified_split, with_selection
 from slimformer.errors import DataError, LabelMismatchError
 
 
@@ -23,6 +23,30 @@ def test_split_is_seeded_stratified_and_independent_of_input_order():
     all_texts = [t for s in first.values() for t in s[0]]
     assert sorted(all_texts) == sorted(texts)  # a partition: nothing lost, nothing repeated
     assert stratified_split(texts, labels, seed=8)["test"] != first["test"]
+
+
+def test_a_selection_slice_is_a_seeded_stratified_part_of_train_and_nothing_else():
+    texts = [f"text {i}" for i in range(400)]
+    labels = np.array([0 if i % 4 else 1 for i in range(400)])  # 300 of label 0, 100 of label 1
+    held = Split(["held out"], np.array([0]))
+
+    def dataset(order):
+        return Dataset("d", ["a", "b"], {"train": Split([texts[i] for i in order], labels[order]),
+                                         "validation": held, "test": held})
+
+    sliced = with_selection(dataset(np.arange(400)), 0.1, seed=3)
+    train, chosen = sliced["train"], sliced["selection"]
+    assert Counter(chosen.labels.tolist()) == {0: 30, 1: 10}  # stratified
+    assert sorted(train.texts + chosen.texts) == sorted(texts) and not set(train.texts) & set(chosen.texts)
+    assert all(labels[int(t.split()[1])] == y for t, y in zip(chosen.texts + train.texts,
+                                                              [*chosen.labels, *train.labels], strict=True))
+    assert sliced["validation"] is held and sliced["test"] is held  # the held-out splits untouched
+    reordered = with_selection(dataset(np.random.default_rng(0).permutation(400)), 0.1, seed=3)
+    assert sorted(reordered["selection"].texts) == sorted(chosen.texts)  # the same texts, whatever the file order
+    assert set(with_selection(dataset(np.arange(400)), 0.1, seed=4)["selection"].texts) != set(chosen.texts)
+    for fraction, message in ((0.0, "between 0 and 1"), (1.0, "between 0 and 1"), (0.001, "nothing to choose on")):
+        with pytest.raises(DataError, match=message):
+            with_selection(dataset(np.arange(400)), fraction, seed=3)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])

@@ -207,6 +207,36 @@ def test_two_trial_study_on_sqlite(tmp_path, teacher4, topics_csv):
             summary["metrics"][split]["accuracy"])
 
 
+def test_a_selection_slice_chooses_the_epoch_and_validation_stays_out_of_the_choice(tmp_path, teacher4):
+    from slimformer.data import load_dataset, with_selection
+    from slimformer.distill import recorded
+
+    labels = sorted({r["label"] for r in keyword_rows(3)})
+    rows = [{**r, "split": ("validation", "test", "train", "train", "train")[i % 5]}
+            for i, r in enumerate(keyword_rows(600, seed=1))]
+    for r in rows:  # validation labelled wrong on purpose: a choice made on it would show
+        if r["split"] == "validation":
+            r["label"] = labels[(labels.index(r["label"]) + 1) % len(labels)]
+    data = DataSpec(str(write_csv(tmp_path / "topics.csv", rows)), split_column="split")
+    out = tmp_path / "kd"
+    config = DistillConfig(augment=0, select_fraction=0.25, train=TrainConfig(epochs=3, lr=3e-3, batch_size=16,
+                                                                              max_length=16, precision="fp32"))
+    summary = distill(str(teacher4), data, out, StudentSpec(layers=2), config=config, bench=False)
+    sliced = with_selection(load_dataset(data.source, split_column="split"), 0.25, seed=42)  # DataSpec's seed
+    manifest = json.loads((out / "model" / "manifest.json").read_text())
+    m, history = manifest["metrics"], manifest["history"]
+    assert summary["chosen_on"] == "selection" and manifest["recipe"]["config"]["select_fraction"] == 0.25
+    assert manifest["train_samples"] == len(sliced["train"])  # the slice is held out of training
+    assert (m["selection"]["n"], m["validation"]["n"]) == (len(sliced["selection"]), len(sliced["validation"]))
+    assert m["selection"]["accuracy"] > m["validation"]["accuracy"] + 0.5  # learned; validation is mislabelled
+    # the epoch kept is the best on the slice, and the per-epoch figures (the study's too) are the slice's
+    assert m["selection"]["accuracy"] == pytest.approx(max(h["val_accuracy"] for h in history))
+    best = json.loads((out / "best_params.json").read_text())
+    assert best["selection_accuracy"] == pytest.approx(m["selection"]["accuracy"]) and "validation_accuracy" not in best
+    assert "selection" in summary["teacher_metrics"]
+    assert "select_fraction" not in recorded(DistillConfig())  # runs made before the slice existed still resume
+
+
 def test_unlabelled_texts_join_the_transfer_set_without_any_held_out_text(tmp_path, topics_csv):
     from slimformer.data import load_dataset
     from slimformer.data.unlabelled import held_out_free, load_unlabelled
@@ -299,7 +329,11 @@ def test_cli_errors(tmp_path, teacher4, topics_csv, sentiment_model):
                               str(tmp_path / "g"), "--unlabelled", "movie-questions"), "add --distill")
     assert_one_line_error(run("optimize", "--model", str(teacher4), "--data", str(topics_csv), "--out",
                               str(tmp_path / "h"), "--distill", "--unlabelled", "no-such-corpus"), "no file")
-    assert not any((tmp_path / n).exists() for n in "fgh")  # refused before the run directory is made
+    assert_one_line_error(run("optimize", "--model", str(teacher4), "--data", str(topics_csv), "--out",
+                              str(tmp_path / "i"), "--selection-slice", "0.1"), "add --distill or --compress")
+    assert_one_line_error(run(*base, "--out", str(tmp_path / "j"), "--selection-slice", "1"),
+                          "--selection-slice", "not 1")
+    assert not any((tmp_path / n).exists() for n in "fghij")  # refused before the run directory is made
     assert not any((tmp_path / n).exists() and any((tmp_path / n).iterdir()) for n in "abc")
 
 

@@ -363,29 +363,36 @@ def test_fallback_only_where_quantization_lost_the_accuracy():
     assert not needs_fallback({"within": True, "misses": []}, fp32_ok)
 
 
-def test_students_from_several_seeds_the_best_on_validation_kept_and_every_seed_recorded(tmp_path, tiny_bert,
-                                                                                        topics_csv):
-    from slimformer.data import load_dataset
+def test_students_from_several_seeds_the_best_on_the_selection_slice_kept_and_every_seed_recorded(tmp_path, tiny_bert,
+                                                                                                topics_csv):
+    from slimformer.data import load_dataset, with_selection
     from slimformer.distill import DistillConfig
     from slimformer.optimize import _distill_seeds
+    from slimformer.optimize.report import _distill_lines
     from slimformer.training import TrainConfig
 
     unlabelled = tmp_path / "unlabelled.txt"
     unlabelled.write_text("\n".join(f"some unlabelled text {i}" for i in range(30)))
-    quick = DistillConfig(augment=0, unlabelled=str(unlabelled), unlabelled_limit=20,
+    quick = DistillConfig(augment=0, unlabelled=str(unlabelled), unlabelled_limit=20, select_fraction=0.2,
                           train=TrainConfig(epochs=1, lr=3e-3, batch_size=32, max_length=16))
     settings = OptimizeSettings(distill=True, distill_seeds=2, student_layers=1, distill_config=quick)
     students = _distill_seeds(str(tiny_bert), DataSpec(str(topics_csv)), tmp_path, settings)
     assert [s["seed"] for s in students["seeds"]] == [42, 43]
-    n_train = len(load_dataset(str(topics_csv))["train"])
+    sliced = with_selection(load_dataset(str(topics_csv)), 0.2, seed=42)
     for s in students["seeds"]:
         manifest = json.loads((Path(s["model"]) / "manifest.json").read_text())
         assert manifest["recipe"]["config"]["train"]["seed"] == s["seed"]  # each trained from its own seed
-        assert manifest["train_samples"] == n_train + 20  # the unlabelled texts, capped, passed on to every seed
-        assert s["validation_accuracy"] == manifest["metrics"]["validation"]["accuracy"]
+        # one slice for every seed, held out of training; the unlabelled texts, capped, passed on to every seed
+        assert manifest["train_samples"] == len(sliced["train"]) + 20
+        assert manifest["metrics"]["selection"]["n"] == len(sliced["selection"])
+        assert s["chosen_on"] == "selection"
+        assert s["choosing_accuracy"] == manifest["metrics"]["selection"]["accuracy"]
+        assert s["validation_accuracy"] == manifest["metrics"]["validation"]["accuracy"]  # recorded, not used
         assert s["test_accuracy"] == manifest["metrics"]["test"]["accuracy"]  # recorded, never used to choose
-    best = max(students["seeds"], key=lambda s: s["validation_accuracy"])
+    best = max(students["seeds"], key=lambda s: s["choosing_accuracy"])
     assert students["chosen_seed"] == best["seed"] and students["model"] == best["model"]
+    [line] = _distill_lines({"distill": students})
+    assert "selection slice" in line and f"Kept seed {best['seed']}, the best on a selection slice" in line
 
 
 def test_a_missing_library_stops_optimize_before_anything_runs(tmp_path, tiny_bert, topics_csv, monkeypatch):

@@ -28,11 +28,18 @@ LabelCol = Annotated[str, typer.Option(help="Column holding the label (files and
 SplitCol = Annotated[str | None, typer.Option(help="Column assigning rows to train/validation/test; "
                                               "without it a seeded stratified 80/10/10 split is made.")]
 KD = DistillConfig()  # the distillation defaults, shown by `distill --help`
-SelectionOpt = Annotated[float, typer.Option(min=0.0, max=0.5, help="Hold out this fraction of the training texts "
+SelectionOpt = Annotated[float, typer.Option(help="Hold out this fraction of the training texts "
                                              "(stratified, the same for every seed) and choose the student's epochs, "
                                              "trials and seed on it instead of on validation, so the validation "
                                              "budget check is not biased by those choices (the winner's curse). 0: "
                                              "choose on validation. The student trains on the rest.")]
+
+
+def _selection(fraction: float) -> float:
+    if not 0.0 <= fraction < 1.0:
+        raise SlimformerError(f"--selection-slice is a fraction of the training texts, 0 (off) up to below 1; "
+                              f"not {fraction:g}")
+    return fraction
 
 
 def _ints(value: str, option: str) -> list[int]:
@@ -233,7 +240,8 @@ def distill(
     from .training import TrainConfig
 
     config = DistillConfig(alpha=alpha, temperature=temperature, cosine_weight=cosine_weight, augment=augment,
-                           unlabelled=unlabelled, unlabelled_limit=unlabelled_limit, select_fraction=selection_slice,
+                           unlabelled=unlabelled, unlabelled_limit=unlabelled_limit,
+                           select_fraction=_selection(selection_slice),
                            hidden_weight=hidden_weight, attention_weight=attention_weight,
                            train=TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
                                              seed=seed, precision=precision))
@@ -343,7 +351,7 @@ def optimize(
         if not distill:
             raise SlimformerError("--unlabelled feeds the student: add --distill")
         check_source(unlabelled)  # before the run directory is made
-    if selection_slice and not (distill or compress):
+    if _selection(selection_slice) and not (distill or compress):
         raise SlimformerError("--selection-slice chooses the trained students' epochs and seeds: add --distill or "
                               "--compress")
     settings = OptimizeSettings(

@@ -542,6 +542,7 @@ def distill(teacher: str, data, out: Path, student: StudentSpec = StudentSpec(),
                              teacher_model)
 
     trials_dir = out / "trials"
+    chosen_on = "selection" if "selection" in dataset.splits else "validation"
     remaining = trials - len(_finished(study))
 
     def objective(trial) -> float:
@@ -565,7 +566,7 @@ def distill(teacher: str, data, out: Path, student: StudentSpec = StudentSpec(),
             for other in trials_dir.iterdir():
                 if other.name != str(trial.number):
                     shutil.rmtree(other, ignore_errors=True)
-        console.print(f"trial {trial.number}: validation accuracy {100 * value:.2f}% ({params}, "
+        console.print(f"trial {trial.number}: {chosen_on} accuracy {100 * value:.2f}% ({params}, "
                       f"{trained['train_seconds']:.0f} s)")
         return value
 
