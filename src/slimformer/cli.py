@@ -86,9 +86,15 @@ def data_list() -> None:
 
     from .data.registry import PACKAGED
 
+    from .data.unlabelled import PACKAGED_UNLABELLED
+
     table = Table("name", "description", "from package", "license")
     for d in PACKAGED.values():
         table.add_row(d.name, d.description, d.asset.requirement, d.license)
+    out.print(table)
+    table = Table("name", "unlabelled texts (for distill/optimize --unlabelled)", "from package", "license")
+    for name, (asset, _, description, licence) in PACKAGED_UNLABELLED.items():
+        table.add_row(name, description, asset.requirement, licence)
     out.print(table)
 
 
