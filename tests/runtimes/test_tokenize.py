@@ -42,7 +42,7 @@ def test_file_encoder_matches_transformers(model, request):
     encoder = load_encoder(path, 12)
     assert encoder.backend is not None and encoder.tokenizer is None  # built from tokenizer.json, not transformers
     tokenizer = load_tokenizer(str(path))
-    for batch in ([TEXTS[0]], TEXTS, TEXTS[3:], [TEXTS[1], TEXTS[0]]):
+    for batch in (TEXTS, TEXTS[3:], [TEXTS[1], TEXTS[0]], *([t] for t in TEXTS)):  # one text: encode(), not batch
         assert_same(encoder(batch), reference(tokenizer, batch, 12))
     predictor = load_predictor(path, "torch", max_length=12)
     assert predictor.encoder.backend is not None
