@@ -34,6 +34,8 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from slimformer import recipes
 from slimformer.bench.runner import ANSWERS_DIR, BenchSettings, DataSpec, Variant, load_answers, run_benchmark
 from slimformer.cache import cache_dir, is_complete, write_json, write_text
@@ -152,10 +154,23 @@ def main() -> None:
     answers = {v["name"]: load_answers(v, runs / args.bench / ANSWERS_DIR, scoring) for v in results["variants"]}
     rows = assess(results["variants"], {t: f"teacher-torch-fp32-t{t}" for t in threads}, Budget(), truth,
                   answers, scoring=scoring)
-    report(args, rows, fp32, seeds, threads, results)
+    report(args, rows, fp32, seeds, threads, results, ensemble(rows, answers, truth, threads[0]))
 
 
-def report(args, rows, fp32, seeds, threads, results) -> None:
+def ensemble(rows, answers, truth, threads: int) -> dict:
+    """Accuracy per split of the mean softmax over every student variant at `threads`: what averaging out the
+    seeds and levers of the run leaves of the students' gap to the teacher (a bound on what choosing among them can
+    reach, not a model anyone serves)."""
+    names = [r["name"] for r in rows if r["threads"] == threads and not r["name"].startswith("teacher-")]
+    out = {"variants": len(names)}
+    for split, labels in truth.items():
+        probs = [np.exp(a - a.max(1, keepdims=True)) for a in (answers[n][split] for n in names)]
+        mean = np.mean([p / p.sum(1, keepdims=True) for p in probs], axis=0)
+        out[split] = float(np.mean(mean.argmax(1) == labels))
+    return out
+
+
+def report(args, rows, fp32, seeds, threads, results, pooled: dict) -> None:
     by_name = {r["name"]: r for r in rows}
     teacher = by_name[f"teacher-torch-fp32-t{threads[0]}"]
     lines = [f"Machine: {results['machine']['cpu']['model']} ({', '.join(results['machine']['cpu']['isa'])}); "
@@ -184,6 +199,10 @@ def report(args, rows, fp32, seeds, threads, results) -> None:
             test_drop = best["splits"]["test"]["drop_points"]
             lines.append(f"| {seed} | {t} | {best['name']} | {-best['drop_points']:+.2f} | {-test_drop:+.2f} | "
                          f"{best['speedup']:.2f}x | {'yes' if best['speedup'] >= 15 and test_drop <= 1 else 'no'} |")
+    teacher_acc = {s: teacher["splits"][s]["accuracy"] for s in ("validation", "test")}
+    lines += ["", f"All {pooled['variants']} student variants at {threads[0]} thread(s) averaged (mean softmax): "
+              + ", ".join(f"{s} {100 * pooled[s]:.2f}% ({100 * (pooled[s] - teacher_acc[s]):+.2f} pts vs the teacher)"
+                          for s in ("validation", "test")) + "."]
     lines += ["", "Students in FP32 (PyTorch), per seed:", "", "| student | seed | val acc % | test acc % | train s |",
               "|---|---|---|---|---|"]
     for (name, seed), s in fp32.items():
@@ -198,7 +217,8 @@ def report(args, rows, fp32, seeds, threads, results) -> None:
     write_json(out, {"data": args.data, "seeds": seeds, "threads": threads, "machine": results["machine"],
                      "rows": rows, "recommended": chosen,
                      "students_fp32": {f"{n}-{s}": v for (n, s), v in fp32.items()},
-                     "student_validation_means": means, "command": "benchmarks/compress.py " + " ".join(
+                     "student_validation_means": means, "students_averaged": pooled,
+                     "command": "benchmarks/compress.py " + " ".join(
                          f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())})
     write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
