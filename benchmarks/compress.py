@@ -167,6 +167,10 @@ def ensemble(rows, answers, truth, threads: int) -> dict:
         probs = [np.exp(a - a.max(1, keepdims=True)) for a in (answers[n][split] for n in names)]
         mean = np.mean([p / p.sum(1, keepdims=True) for p in probs], axis=0)
         out[split] = float(np.mean(mean.argmax(1) == labels))
+    teacher = answers[f"teacher-torch-fp32-t{threads}"]["test"].argmax(1) == truth["test"]
+    lost = np.sum([(answers[n]["test"].argmax(1) != truth["test"]) & teacher for n in names], axis=0)
+    out["test_lost_by_most"] = [{"index": int(i), "students": int(lost[i])}
+                                for i in np.argsort(-lost, kind="stable") if lost[i] * 2 > len(names)]
     return out
 
 
@@ -203,6 +207,9 @@ def report(args, rows, fp32, seeds, threads, results, pooled: dict) -> None:
     lines += ["", f"All {pooled['variants']} student variants at {threads[0]} thread(s) averaged (mean softmax): "
               + ", ".join(f"{s} {100 * pooled[s]:.2f}% ({100 * (pooled[s] - teacher_acc[s]):+.2f} pts vs the teacher)"
                           for s in ("validation", "test")) + "."]
+    texts = load_dataset(args.data)["test"].texts
+    lines += ["", "Test texts the teacher answers right and most student variants wrong:", ""] + [
+        f"- {t['students']}/{pooled['variants']}: {texts[t['index']]}" for t in pooled["test_lost_by_most"]]
     lines += ["", "Students in FP32 (PyTorch), per seed:", "", "| student | seed | val acc % | test acc % | train s |",
               "|---|---|---|---|---|"]
     for (name, seed), s in fp32.items():
