@@ -210,8 +210,10 @@ def report(args, rows, fp32, seeds, threads, results, pooled: dict) -> None:
               + ", ".join(f"{s} {100 * pooled[s]:.2f}% ({100 * (pooled[s] - teacher_acc[s]):+.2f} pts vs the teacher)"
                           for s in ("validation", "test")) + "."]
     texts = load_dataset(args.data)["test"].texts
-    lines += ["", "Test texts the teacher answers right and most student variants wrong:", ""] + [
-        f"- {t['students']}/{pooled['variants']}: {texts[t['index']]}" for t in pooled["test_lost_by_most"]]
+    lost = pooled["test_lost_by_most"]
+    lines += ["", f"Test texts the teacher answers right and most student variants wrong ({len(lost)}"
+              f"{'; the first 10' if len(lost) > 10 else ''}):", ""] + [
+        f"- {t['students']}/{pooled['variants']}: {texts[t['index']]}" for t in lost[:10]]
     lines += ["", "Students in FP32 (PyTorch), per seed:", "", "| student | seed | val acc % | test acc % | train s |",
               "|---|---|---|---|---|"]
     for (name, seed), s in fp32.items():

@@ -85,7 +85,6 @@ def data_list() -> None:
     from rich.table import Table
 
     from .data.registry import PACKAGED
-
     from .data.unlabelled import PACKAGED_UNLABELLED
 
     table = Table("name", "description", "from package", "license")
