@@ -34,7 +34,7 @@ from .data import Dataset, in_label_space
 from .errors import DiskFullError, ModelError, OutputError, SlimformerError, disk_full, first_line
 from .models import load_classifier, load_tokenizer, quiet_transformers, resolve
 from .progress import console, progress_bar
-from .training import TrainConfig, evaluate_splits, fit, save_classifier
+from .training import TrainConfig, choosing_split, evaluate_splits, fit, save_classifier
 
 
 class DistillError(SlimformerError):
@@ -542,7 +542,7 @@ def distill(teacher: str, data, out: Path, student: StudentSpec = StudentSpec(),
                              teacher_model)
 
     trials_dir = out / "trials"
-    chosen_on = "selection" if "selection" in dataset.splits else "validation"
+    chosen_on = choosing_split(dataset)[1]
     remaining = trials - len(_finished(study))
 
     def objective(trial) -> float:
@@ -608,7 +608,7 @@ def _finish(study, out: Path, teacher_model, tokenizer, labels, dataset, config,
                "history": t.user_attrs.get("history", [])} for t in study.get_trials(deepcopy=False)
               if t.state != optuna.trial.TrialState.RUNNING]
     write_json(out / "trials.json", trials)
-    chosen_on = "selection" if "selection" in dataset.splits else "validation"
+    chosen_on = choosing_split(dataset)[1]
     write_json(out / "best_params.json", {"trial": best.number, f"{chosen_on}_accuracy": best.value, **best.params})
     plot_curves(trials, best.number, manifest["teacher_metrics"][chosen_on]["accuracy"], out / "curves.png", chosen_on)
     summary = {"model": str(model_dir), "trial": best.number, "params": best.params, "trials": len(trials),
