@@ -8,6 +8,9 @@
 # Needs a Python with slimformer's dependencies, a CUDA build of torch, onnxruntime-gpu and nvidia-ml-py
 # (pip install '.[all,gpu,test]' after `pip uninstall -y onnxruntime`). PYTHON picks the interpreter; OUT the folder
 # the benchmark JSON goes to (default benchmarks/results).
+# On this workplace's H200 image (torch 2.11+cu130, no network) it ran with bitsandbytes 0.50.2 (its cuda130 and
+# cpu libraries only, 4.5 MB) and pydantic (typer) unpacked into a carried folder on PYTHONPATH; that image has no
+# onnxruntime-gpu, whose wheel is too big to carry, so the CUDA/TensorRT provider tests skip there.
 set -u
 PYTHON=${PYTHON:-python}
 OUT=${OUT:-benchmarks/results}

@@ -70,19 +70,22 @@ def latency(predictor: Predictor, texts: list[str], warmup: int,
 
 def throughput(predictor: Predictor, texts: list[str], batch_size: int, min_seconds: float = 2.0,
                min_texts: int = 1024, repeats: int = 3, progress: Progress = _quiet,
-               meter: EnergyMeter | None = None) -> dict:
+               meter: EnergyMeter | None = None, warm_runs: int = 0) -> dict:
     """Offline end-to-end throughput at one batch size: texts/s, `repeats` times, median and spread.
 
     Each repeat scores batches of real texts (cycling through `texts` in order, each batch padded to its longest)
     until `min_seconds` have passed or `min_texts` texts were scored, whichever comes first, after one untimed
-    batch. One short pass would make a number that does not repeat. With a `meter`, the energy of the timed
-    repeats is measured too (joules per 1,000 texts; see energy.py)."""
+    batch and `warm_runs` untimed repeats (a GPU pays on first use of each padded shape: an H200 ran the first
+    repeat at batch 8 in fp16 5.7× slower than the third). One short pass would make a number that does not
+    repeat. With a `meter`, the energy of the timed repeats is measured too (joules per 1,000 texts; see
+    energy.py)."""
     batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
     # one forward pass per batch: predict's own default would split a batch of 256 into passes of 32
     predictor.predict(batches[0], batch_size)  # warm-up for this batch shape
-    rates, clock, k, scored = [], time.perf_counter, 0, 0
-    reading = meter.start() if meter else None
-    for r in range(repeats):
+    clock, k = time.perf_counter, 0
+
+    def one_run() -> tuple[int, float]:
+        nonlocal k
         done, start = 0, clock()
         while True:
             batch = batches[k % len(batches)]
@@ -91,7 +94,14 @@ def throughput(predictor: Predictor, texts: list[str], batch_size: int, min_seco
             done += len(batch)
             seconds = clock() - start
             if seconds >= min_seconds or done >= min_texts:
-                break
+                return done, seconds
+
+    for _ in range(warm_runs):
+        one_run()
+    rates, scored = [], 0
+    reading = meter.start() if meter else None
+    for r in range(repeats):
+        done, seconds = one_run()
         rates.append(done / seconds)
         scored += done
         progress(f"throughput (batch {batch_size})", r + 1, repeats)
@@ -170,8 +180,10 @@ class Offline(Scenario):
     def run(self, run: Run) -> dict:
         s = run.settings
         meter = EnergyMeter(gpu=run.gpu)  # joules per 1,000 texts of the throughput runs (RAPL, NVML)
+        on_gpu = not str(run.predictor.describe().get("device", "cpu")).startswith("cpu")
         results = [throughput(run.predictor, run.timed_texts(), bs, s["throughput_min_s"], s["throughput_min_texts"],
-                              s["throughput_repeats"], run.progress, meter) for bs in s["batch_sizes"]]
+                              s["throughput_repeats"], run.progress, meter, warm_runs=int(on_gpu))
+                   for bs in s["batch_sizes"]]
         best = max(results, key=lambda t: t["texts_per_s"], default=None)  # the batch size worth serving
         return {"throughput": results, "energy": {"batch_size": best["batch_size"], **best["energy"]} if best else None}
 
