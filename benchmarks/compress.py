@@ -1,7 +1,7 @@
 """Compression that trains, measured: students made with each lever, their INT8 forms, against the teacher.
 
     .venv/bin/python benchmarks/compress.py [--data trec6] [--seeds 42,43,44] [--students kd,inter,pruned,l3]
-        [--qat kd,pruned] [--threads 1,2] [--runs runs/compress]
+        [--qat kd,pruned] [--threads 1,2] [--runs runs/compress] [--teacher DIR]
 
 Students (per seed; every one a distillation run directory, resumable, reused when run again):
   kd      3 layers cut from the teacher (every 2nd layer), logit KD on the augmented transfer set (as shipped)
@@ -91,6 +91,8 @@ def main() -> None:
     parser.add_argument("--qat-lr", type=float, default=QatConfig.lr)
     parser.add_argument("--qat-suffix", default="", help="directory suffix of the QAT models (default: qat for the "
                         "static scheme, qatd for the dynamic one); the variants are named STUDENT-SUFFIX")
+    parser.add_argument("--teacher", type=Path, help="a fine-tuned teacher (default: the demo's MiniLM-L6 for --data, "
+                        "trained if missing); its students go under RUNS/DATA as usual, so give another --runs")
     parser.add_argument("--threads", default="1")
     parser.add_argument("--runs", type=Path, default=Path("runs/compress"))
     parser.add_argument("--latency-samples", type=int, default=300)
@@ -106,7 +108,7 @@ def main() -> None:
     if args.qat_suffix and len(schemes) > 1:
         parser.error("--qat-suffix names one scheme's models")
     names = [s for s in args.students.split(",") if s]
-    teacher = teacher_for(args.data)
+    teacher = args.teacher or teacher_for(args.data)
     runs = args.runs / args.data
     models, fp32 = {}, {}  # (student, seed) -> checkpoint; -> FP32 metrics
     for seed in seeds:
@@ -180,7 +182,8 @@ def report(args, rows, fp32, seeds, threads, results, pooled: dict) -> None:
     by_name = {r["name"]: r for r in rows}
     teacher = by_name[f"teacher-torch-fp32-t{threads[0]}"]
     lines = [f"Machine: {results['machine']['cpu']['model']} ({', '.join(results['machine']['cpu']['isa'])}); "
-             f"{args.data}; teacher {100 * teacher['splits']['validation']['accuracy']:.2f}% validation, "
+             f"{args.data}; teacher {args.teacher or 'MiniLM-L6'} "
+             f"{100 * teacher['splits']['validation']['accuracy']:.2f}% validation, "
              f"{100 * teacher['splits']['test']['accuracy']:.2f}% test.", "",
              "| variant | threads | val acc % | val Δ pts | test acc % | test Δ pts | test texts lost/gained "
              "| e2e p50 ms | speed-up | budget (val) |",
