@@ -21,6 +21,7 @@ TOPICS = {
 }
 FILLER = ["the", "a", "new", "about", "this", "was", "great", "really", "very", "today", "my", "and"]
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+MPNET_SPECIAL = ["<s>", "<pad>", "</s>", "[UNK]", "<mask>"]  # MPNetTokenizer's; <pad> is id 1, MPNet's pad_token_id
 
 
 def keyword_rows(n: int = 240, seed: int = 0) -> list[dict]:
@@ -45,7 +46,9 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
 
 def make_tiny_classifier(out: Path, labels: list[str], arch: str = "bert", seed: int = 0, hidden: int = 32,
                           layers: int = 2) -> Path:
-    """A randomly initialised (default 2-layer) classifier with a word-level vocabulary, saved as an HF checkpoint."""
+    """A randomly initialised (default 2-layer) classifier with a word-level vocabulary, saved as an HF checkpoint.
+
+    arch: bert, distilbert or mpnet (MPNet's own special tokens and tokenizer, relative attention buckets)."""
     import torch
     from transformers import (
         BertConfig,
@@ -53,19 +56,25 @@ def make_tiny_classifier(out: Path, labels: list[str], arch: str = "bert", seed:
         BertTokenizer,
         DistilBertConfig,
         DistilBertForSequenceClassification,
+        MPNetConfig,
+        MPNetForSequenceClassification,
+        MPNetTokenizer,
     )
 
     torch.manual_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
-    vocab = SPECIAL + sorted({w for ws in TOPICS.values() for w in ws} | set(FILLER)) + [str(i) for i in range(400)]
+    words = sorted({w for ws in TOPICS.values() for w in ws} | set(FILLER)) + [str(i) for i in range(400)]
+    vocab = (MPNET_SPECIAL if arch == "mpnet" else SPECIAL) + words
     (out / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizer(vocab=str(out / "vocab.txt"), do_lower_case=True)
+    tokenizer = (MPNetTokenizer if arch == "mpnet" else BertTokenizer)(vocab=str(out / "vocab.txt"), do_lower_case=True)
     common = {"vocab_size": len(vocab), "num_labels": len(labels), "id2label": dict(enumerate(labels)),
               "label2id": {lab: i for i, lab in enumerate(labels)}, "max_position_embeddings": 128}
-    if arch == "bert":
-        config = BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                            intermediate_size=2 * hidden, **common)
-        model = BertForSequenceClassification(config)
+    if arch in ("bert", "mpnet"):
+        config_class, model_class = ((MPNetConfig, MPNetForSequenceClassification) if arch == "mpnet" else
+                                     (BertConfig, BertForSequenceClassification))
+        config = config_class(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                              intermediate_size=2 * hidden, **common)
+        model = model_class(config)
     else:
         config = DistilBertConfig(dim=hidden, n_layers=layers, n_heads=2, hidden_dim=2 * hidden, **common)
         model = DistilBertForSequenceClassification(config)

@@ -117,17 +117,21 @@ def test_kept_layers_every_kth_ending_with_the_last():
         kept_layers(6, 0)
 
 
-@pytest.mark.parametrize("arch", ["bert", "distilbert"])
+@pytest.mark.parametrize("arch", ["bert", "distilbert", "mpnet"])
 def test_student_from_teacher_copies_the_kept_layers(tmp_path, arch):
     from transformers import AutoModelForSequenceClassification
 
     path = make_tiny_classifier(tmp_path / "t", sorted(TOPICS), arch=arch, layers=4)
     teacher, tokenizer, _ = load_classifier(str(path))
     student = student_from_teacher(teacher, 2)
-    layers = (lambda m: m.bert.encoder.layer) if arch == "bert" else (lambda m: m.distilbert.transformer.layer)
-    assert len(layers(student)) == 2 and len(layers(teacher)) == 4
-    for s_layer, t_index in zip(layers(student), [1, 3], strict=True):
-        for (name, p), q in zip(s_layer.named_parameters(), layers(teacher)[t_index].parameters(), strict=True):
+    stack = {"bert": "bert.encoder", "distilbert": "distilbert.transformer", "mpnet": "mpnet.encoder"}[arch]
+    student_layers, teacher_layers = (m.get_submodule(stack).layer for m in (student, teacher))
+    assert len(student_layers) == 2 and len(teacher_layers) == 4
+    if arch == "mpnet":  # the relative position bias all of MPNet's layers share stays with the kept ones
+        assert torch.equal(student.mpnet.encoder.relative_attention_bias.weight,
+                           teacher.mpnet.encoder.relative_attention_bias.weight)
+    for s_layer, t_index in zip(student_layers, [1, 3], strict=True):
+        for (name, p), q in zip(s_layer.named_parameters(), teacher_layers[t_index].parameters(), strict=True):
             assert torch.equal(p, q), name
     assert student.get_input_embeddings().weight.data_ptr() != teacher.get_input_embeddings().weight.data_ptr()
     student.save_pretrained(tmp_path / "s")

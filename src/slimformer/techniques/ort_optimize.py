@@ -11,10 +11,10 @@ tokens, hidden 384), and unfused, a quantizer folds the Gelu's bias into the Mat
 off ORT's own online SkipLayerNorm fusion on CPU (option fuse_skip_layer_norm).
 
 The optimizer's model type, heads and hidden size come from the model's config.json: BERT, DistilBERT, RoBERTa
-(and XLM-R, CamemBERT), MiniLM (a BERT) and friends all go through ONNX Runtime's 'bert' optimizer; another type
-is refused in one line (fusion=false still records the graph level). The artifact's runtime_settings carry the
-level (ONNX Runtime loads it with that level) and, when fused, the com.microsoft operator domain its graph now
-needs, so a runtime without ONNX Runtime's contrib operators (OpenVINO) refuses it.
+(and XLM-R, CamemBERT), MiniLM (a BERT), MPNet (Gelu only) and friends all go through ONNX Runtime's 'bert'
+optimizer; another type is refused in one line (fusion=false still records the graph level). The artifact's
+runtime_settings carry the level (ONNX Runtime loads it with that level) and, when fused, the com.microsoft operator
+domain its graph now needs, so a runtime without ONNX Runtime's contrib operators (OpenVINO) refuses it.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ from .base import Artifact, BuildContext, BuildError, TechniqueConfig, onnx_path
 
 LEVELS = ("disabled", "basic", "extended", "all")
 # config.json model_type -> ONNX Runtime's optimizer model type (onnxruntime.transformers.optimizer.MODEL_TYPES):
-# its BertOnnxModel fuses every encoder of this shape (there is no 'distilbert' or 'roberta' type)
-ORT_MODEL_TYPES = dict.fromkeys(("bert", "distilbert", "roberta", "xlm-roberta", "camembert"), "bert")
+# its BertOnnxModel fuses every encoder of this shape (there is no 'distilbert' or 'roberta' type). MPNet only in
+# part: Gelu and SkipLayerNormalization, not its attention (a relative position bias is added to the scores) nor its
+# embeddings (no token types; positions counted from the padding)
+ORT_MODEL_TYPES = dict.fromkeys(("bert", "distilbert", "roberta", "xlm-roberta", "camembert", "mpnet"), "bert")
 
 
 @dataclass(frozen=True)
