@@ -18,12 +18,13 @@ Students (per seed; every one a distillation run directory, resumable, reused wh
 `--qat NAMES` also fine-tunes those students with fake INT8 quantization (compress/qat.py) per seed:
 `--qat-scheme static` (NAME-qat: QDQ with the trained scales, int8-qat on ONNX Runtime and OpenVINO) or `dynamic`
 (NAME-qatd: ORT's dynamic INT8 of the fused graph simulated exactly, built as ort-int8-dynamic).
-Every model is built as ORT dynamic INT8 and static INT8 (post-training, calibrated on the same 256 training
-texts), a QAT model as its scheme says (static: int8-qat on ONNX Runtime and OpenVINO; dynamic:
-ort-int8-dynamic); all are measured in one benchmark run (a fresh process per variant, batch 1 on the
-validation texts) against the teacher's PyTorch FP32 at the same thread
-count. Per seed, the recommended variant is the fastest whose validation accuracy is at most 1 point below the
-teacher's (and no label loses more than 5 points); its held-out test drop is reported beside it.
+Every model is built as ORT dynamic INT8 (per-tensor weights, and `-pc` per-channel), static INT8 (calibrated on the
+same 256 training texts) and OpenVINO's own INT8 (`ov-int8`, NNCF) (`--candidates` picks some), a QAT model as
+its scheme says (static: int8-qat on ONNX Runtime and OpenVINO; dynamic: ort-int8-dynamic); all are measured in
+one benchmark run (a fresh process per variant, batch 1 on the validation texts) against the teacher's PyTorch
+FP32 at the same thread count. Per seed, the recommended variant is the fastest whose validation accuracy is at
+most 1 point below the teacher's (and no label loses more than 5 points); its held-out test drop is reported beside
+it.
 Writes benchmarks/results/compress-DATA.json and .md. Take /tmp/slimformer-cpu.lock around the timing stage.
 """
 
@@ -65,7 +66,11 @@ STUDENTS = {  # name -> (student, distillation settings beyond the defaults)
 }
 WEIGHTS = recipes.int8_weight_type()  # this CPU's, as optimize picks them (QAT simulates the same)
 PTQ = {"ort-int8-dynamic": (f"{recipes.FUSED},int8-dynamic:weight_type={WEIGHTS}", "onnxruntime", {}),
-       "ort-int8-static": (f"{recipes.ONNX},int8-static", "onnxruntime", {})}
+       "ort-int8-static": (f"{recipes.ONNX},int8-static", "onnxruntime", {}),
+       # per-channel weights: what MPNet's graph needs (ORT fuses none of its attention; per-tensor costs 3 points)
+       "ort-int8-dynamic-pc": (f"{recipes.FUSED},int8-dynamic:weight_type={WEIGHTS}:per_channel=true", "onnxruntime",
+                               {}),
+       "ov-int8": (f"{recipes.ONNX},ov-int8", "openvino", {"precision": "f32"})}
 QAT = {c.name: (c.recipe, c.runtime, c.options) for c in recipes.qat_candidates()} | {
     "ort-int8-dynamic": PTQ["ort-int8-dynamic"]}  # the QAT weights under the fastest post-training INT8 too
 QATD = {c.name: (c.recipe, c.runtime, c.options) for c in recipes.qat_candidates("dynamic")}  # ort-int8-dynamic
