@@ -15,6 +15,7 @@ Students (per seed; every one a distillation run directory, resumable, reused wh
   kdus    kdu with its epochs (and its QAT model's) chosen on a 10 % selection slice of the training texts, held out
           of training, instead of on validation (--selection-slice 0.1): validation is then looked at only here
   kds     kd with the same selection slice (for data without an unlabelled corpus, e.g. rotten-tomatoes)
+  kd6s    kds with 6 layers (for a 12-layer teacher such as mpnet-base: every 2nd layer, as DistilBERT is cut)
 `--qat NAMES` also fine-tunes those students with fake INT8 quantization (compress/qat.py) per seed:
 `--qat-scheme static` (NAME-qat: QDQ with the trained scales, int8-qat on ONNX Runtime and OpenVINO) or `dynamic`
 (NAME-qatd: ORT's dynamic INT8 of the fused graph simulated exactly, built as ort-int8-dynamic).
@@ -61,6 +62,7 @@ STUDENTS = {  # name -> (student, distillation settings beyond the defaults)
     "kdu": (StudentSpec(layers=3), {"unlabelled": "movie-questions"}),  # kd + 20,000 unlabelled questions
     "kdus": (StudentSpec(layers=3), {"unlabelled": "movie-questions", "select_fraction": 0.1}),
     "kds": (StudentSpec(layers=3), {"select_fraction": 0.1}),  # kd chosen on the slice (data without unlabelled)
+    "kd6s": (StudentSpec(layers=6), {"select_fraction": 0.1}),  # half a 12-layer teacher (DistilBERT's cut), slice
     "kd4": (StudentSpec(layers=4), {}),
     "kd4h": (StudentSpec(layers=4, width=0.5), {}),
 }
