@@ -50,14 +50,14 @@ def sensitivity(float_artifact: Artifact, config: TechniqueConfig, context: Buil
     """Every quantizable node, most sensitive first: {node, kl, flips} with only that node quantized."""
     task = float_artifact.task
     reference = check.outputs(check.load(float_artifact), texts, task)
-    scores = []
-    for node in quantizable_nodes(float_artifact, config):
+    scores, nodes = [], quantizable_nodes(float_artifact, config)
+    for i, node in enumerate(nodes, 1):
         with tempfile.TemporaryDirectory(prefix="slimformer-probe-") as tmp:
             probed = write_step(float_artifact, config.probe(node), Path(tmp), context)
             logits = check.outputs(check.load(probed), texts, task)
         scores.append({"node": node, "kl": _mean_kl(logits, reference),
                        "flips": int((logits.argmax(-1) != reference.argmax(-1)).sum())})
-        progress()
+        progress(status=f"node {i}/{len(nodes)} quantized alone")
     return sorted(scores, key=lambda s: (-s["kl"], -s["flips"], s["node"]))
 
 
@@ -76,7 +76,7 @@ def mixed_precision(float_artifact: Artifact, config: TechniqueConfig, context: 
         accuracy = check.load(artifact).evaluate(validation)["accuracy"]
         drop = 100 * (baseline_accuracy - accuracy)
         tried.append({"kept_in_float": k, "validation_accuracy": accuracy, "drop_points": round(drop, 3)})
-        progress()
+        progress(status=f"{k} of {len(ranking)} kept in float: validation {-drop:+.2f} pts")
         if drop <= max_drop + 1e-9 or k == len(ranking):
             build(float_artifact.path, [candidate], out, context, overwrite=True)
             chosen = {"excluded": list(excluded), "within": drop <= max_drop + 1e-9}
