@@ -16,6 +16,9 @@ Students (per seed; every one a distillation run directory, resumable, reused wh
           of training, instead of on validation (--selection-slice 0.1): validation is then looked at only here
   kds     kd with the same selection slice (for data without an unlabelled corpus, e.g. rotten-tomatoes)
   kd6s    kds with 6 layers (for a 12-layer teacher such as mpnet-base: every 2nd layer, as DistilBERT is cut)
+  kdsb    kds keeping the teacher's first 3 layers (0, 1, 2: a contiguous stack, top-layer dropping) instead of 1, 3, 5
+  kdx     kdus with 20 perturbed copies of every training text instead of 2 (TinyBERT's x20): a transfer set of
+          ~123,000 texts, ~4x kdus's, for a machine with a GPU (distillation trains on CUDA where it is there)
 `--qat NAMES` also fine-tunes those students with fake INT8 quantization (compress/qat.py) per seed:
 `--qat-scheme static` (NAME-qat: QDQ with the trained scales, int8-qat on ONNX Runtime and OpenVINO) or `dynamic`
 (NAME-qatd: ORT's dynamic INT8 of the fused graph simulated exactly, built as ort-int8-dynamic).
@@ -62,6 +65,8 @@ STUDENTS = {  # name -> (student, distillation settings beyond the defaults)
     "kdu": (StudentSpec(layers=3), {"unlabelled": "movie-questions"}),  # kd + 20,000 unlabelled questions
     "kdus": (StudentSpec(layers=3), {"unlabelled": "movie-questions", "select_fraction": 0.1}),
     "kds": (StudentSpec(layers=3), {"select_fraction": 0.1}),  # kd chosen on the slice (data without unlabelled)
+    "kdsb": (StudentSpec(layers=3, keep="bottom"), {"select_fraction": 0.1}),
+    "kdx": (StudentSpec(layers=3), {"unlabelled": "movie-questions", "select_fraction": 0.1, "augment": 20}),
     "kd6s": (StudentSpec(layers=6), {"select_fraction": 0.1}),  # half a 12-layer teacher (DistilBERT's cut), slice
     "kd4": (StudentSpec(layers=4), {}),
     "kd4h": (StudentSpec(layers=4, width=0.5), {}),
@@ -106,6 +111,8 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/compress"))
     parser.add_argument("--latency-samples", type=int, default=300)
     parser.add_argument("--candidates", default="", help="time only these candidates (and the baseline)")
+    parser.add_argument("--artifacts", default="", help="comma-separated artifact folders built elsewhere, named "
+                        "STUDENT-sSEED-CANDIDATE (benchmarks/gpu_distill.sh's), timed and scored with the others")
     parser.add_argument("--bench", default="bench", help="directory (under RUNS/DATA) of the timing run")
     parser.add_argument("--stage", choices=("train", "build", "time", "all"), default="all",
                         help="train: stop before building; build: stop before timing; time: build and time only the "
@@ -156,6 +163,10 @@ def main() -> None:
             target = runs / "variants" / f"{name}{'' if seed is None else f'-s{seed}'}-{candidate}"
             artifact = build(model, parse_recipe(recipe), target, context, overwrite=True)
             built.append((name, seed, candidate, str(artifact.path), runtime, options))
+    for folder in (Path(a) for a in args.artifacts.split(",") if a):  # NAME-sSEED-CANDIDATE, as built above
+        candidate = next(c for c in PTQ if folder.name.endswith(f"-{c}"))
+        name, _, seed = folder.name.removesuffix(f"-{candidate}").rpartition("-s")
+        built.append((name, int(seed), candidate, str(folder), *PTQ[candidate][1:]))
     if args.stage == "build":
         return
     variants = [Variant(path, runtime, t, options, name=f"{name}{'' if seed is None else f'-s{seed}'}-{cand}-t{t}")
@@ -176,6 +187,8 @@ def ensemble(rows, answers, truth, threads: int) -> dict:
     reach, not a model anyone serves)."""
     names = [r["name"] for r in rows if r["threads"] == threads and not r["name"].startswith("teacher-")]
     out = {"variants": len(names)}
+    if not names:  # a run of the teacher's variants alone
+        return out
     for split, labels in truth.items():
         probs = [np.exp(a - a.max(1, keepdims=True)) for a in (answers[n][split] for n in names)]
         mean = np.mean([p / p.sum(1, keepdims=True) for p in probs], axis=0)
@@ -218,11 +231,12 @@ def report(args, rows, fp32, seeds, threads, results, pooled: dict) -> None:
             lines.append(f"| {seed} | {t} | {best['name']} | {-best['drop_points']:+.2f} | {-test_drop:+.2f} | "
                          f"{best['speedup']:.2f}x | {'yes' if best['speedup'] >= 15 and test_drop <= 1 else 'no'} |")
     teacher_acc = {s: teacher["splits"][s]["accuracy"] for s in ("validation", "test")}
-    lines += ["", f"All {pooled['variants']} student variants at {threads[0]} thread(s) averaged (mean softmax): "
-              + ", ".join(f"{s} {100 * pooled[s]:.2f}% ({100 * (pooled[s] - teacher_acc[s]):+.2f} pts vs the teacher)"
-                          for s in ("validation", "test")) + "."]
+    if pooled["variants"]:
+        lines += ["", f"All {pooled['variants']} student variants at {threads[0]} thread(s) averaged (mean softmax): "
+                  + ", ".join(f"{s} {100 * pooled[s]:.2f}% ({100 * (pooled[s] - teacher_acc[s]):+.2f} pts vs the "
+                              "teacher)" for s in ("validation", "test")) + "."]
     texts = load_dataset(args.data)["test"].texts
-    lost = pooled["test_lost_by_most"]
+    lost = pooled.get("test_lost_by_most", [])
     lines += ["", f"Test texts the teacher answers right and most student variants wrong ({len(lost)}"
               f"{'; the first 10' if len(lost) > 10 else ''}):", ""] + [
         f"- {t['students']}/{pooled['variants']}: {texts[t['index']]}" for t in lost[:10]]

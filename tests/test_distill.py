@@ -34,6 +34,7 @@ from slimformer.distill import (
     distill,
     distillation_loss,
     kept_layers,
+    recorded,
     student_from_checkpoint,
     student_from_teacher,
     transfer_set,
@@ -115,22 +116,33 @@ def test_kept_layers_every_kth_ending_with_the_last():
         kept_layers(6, 6)
     with pytest.raises(DistillError, match="at least 1"):
         kept_layers(6, 0)
+    assert kept_layers(6, 3, "bottom") == [0, 1, 2] and kept_layers(12, 4, "bottom") == [0, 1, 2, 3]
+    with pytest.raises(DistillError, match="not smaller than the teacher"):
+        kept_layers(6, 6, "bottom")
+    with pytest.raises(DistillError, match="unknown layer choice 'top'; choose one of: spread, bottom"):
+        kept_layers(6, 3, "top")
+    with pytest.raises(DistillError, match="unknown layer choice"):
+        StudentSpec(layers=3, keep="top")
+    # runs made before the choice existed still resume; a bottom student is recorded as one
+    assert recorded(StudentSpec(layers=3)) == {"layers": 3, "checkpoint": None}
+    assert recorded(StudentSpec(layers=3, keep="bottom"))["keep"] == "bottom"
 
 
-@pytest.mark.parametrize("arch", ["bert", "distilbert", "mpnet"])
-def test_student_from_teacher_copies_the_kept_layers(tmp_path, arch):
+@pytest.mark.parametrize("arch,keep", [("bert", "spread"), ("distilbert", "spread"), ("mpnet", "spread"),
+                                       ("bert", "bottom")])
+def test_student_from_teacher_copies_the_kept_layers(tmp_path, arch, keep):
     from transformers import AutoModelForSequenceClassification
 
     path = make_tiny_classifier(tmp_path / "t", sorted(TOPICS), arch=arch, layers=4)
     teacher, tokenizer, _ = load_classifier(str(path))
-    student = student_from_teacher(teacher, 2)
+    student = student_from_teacher(teacher, 2, keep)
     stack = {"bert": "bert.encoder", "distilbert": "distilbert.transformer", "mpnet": "mpnet.encoder"}[arch]
     student_layers, teacher_layers = (m.get_submodule(stack).layer for m in (student, teacher))
     assert len(student_layers) == 2 and len(teacher_layers) == 4
     if arch == "mpnet":  # the relative position bias all of MPNet's layers share stays with the kept ones
         assert torch.equal(student.mpnet.encoder.relative_attention_bias.weight,
                            teacher.mpnet.encoder.relative_attention_bias.weight)
-    for s_layer, t_index in zip(student_layers, [1, 3], strict=True):
+    for s_layer, t_index in zip(student_layers, {"spread": [1, 3], "bottom": [0, 1]}[keep], strict=True):
         for (name, p), q in zip(s_layer.named_parameters(), teacher_layers[t_index].parameters(), strict=True):
             assert torch.equal(p, q), name
     assert student.get_input_embeddings().weight.data_ptr() != teacher.get_input_embeddings().weight.data_ptr()
@@ -213,7 +225,6 @@ def test_two_trial_study_on_sqlite(tmp_path, teacher4, topics_csv):
 
 def test_a_selection_slice_chooses_the_epoch_and_validation_stays_out_of_the_choice(tmp_path, teacher4):
     from slimformer.data import load_dataset, with_selection
-    from slimformer.distill import recorded
 
     labels = sorted({r["label"] for r in keyword_rows(3)})
     rows = [{**r, "split": ("validation", "test", "train", "train", "train")[i % 5]}
@@ -337,7 +348,9 @@ def test_cli_errors(tmp_path, teacher4, topics_csv, sentiment_model):
                               str(tmp_path / "i"), "--selection-slice", "0.1"), "add --distill or --compress")
     assert_one_line_error(run(*base, "--out", str(tmp_path / "j"), "--selection-slice", "1"),
                           "--selection-slice", "not 1")
-    assert not any((tmp_path / n).exists() for n in "fghij")  # refused before the run directory is made
+    assert_one_line_error(run(*base, "--out", str(tmp_path / "k"), "--student-keep", "top"),
+                          "unknown layer choice 'top'", "spread, bottom")
+    assert not any((tmp_path / n).exists() for n in "fghijk")  # refused before the run directory is made
     assert not any((tmp_path / n).exists() and any((tmp_path / n).iterdir()) for n in "abc")
 
 

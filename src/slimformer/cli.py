@@ -186,10 +186,14 @@ def distill(
     data: DataOpt,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory: model/, study.db, trials.json, "
                                           "best_params.json, curves.png, results.json. Run again to resume.")],
-    student_layers: Annotated[int | None, typer.Option(help="Layers of the student, initialised from every "
-                                                       "k-th teacher layer (default: half the teacher's).")] = None,
+    student_layers: Annotated[int | None, typer.Option(help="Layers of the student, initialised from the "
+                                                       "teacher's (--student-keep; default: half the teacher's).")
+                              ] = None,
     student: Annotated[str | None, typer.Option(help="Start the student from this HF checkpoint instead (same "
                                                 "tokenizer as the teacher, no more layers).")] = None,
+    student_keep: Annotated[str, typer.Option(help="Which teacher layers the student starts from: spread (every "
+                                              "k-th, ending with the last: 6 -> 3 keeps 1, 3, 5) or bottom (the "
+                                              "first ones: 0, 1, 2).")] = "spread",
     trials: Annotated[int, typer.Option(help="Optuna trials over alpha, T, learning rate and epochs; the first "
                                         "runs the values below. Bad trials are pruned on validation accuracy.")] = 1,
     storage: Annotated[str | None, typer.Option(help="Optuna RDB URL shared by workers, e.g. postgresql://"
@@ -254,7 +258,8 @@ def distill(
                         layers=tuple(_ints(search_layers, "--search-layers")) if search_layers else (),
                         widths=tuple(_fractions(search_widths, "--search-widths")) if search_widths else ())
     summary = run_distill(teacher, DataSpec(data, text_column, label_column, split_column), out_dir,
-                          StudentSpec(student_layers, student, student_width), trials, storage, config, space, bench)
+                          StudentSpec(student_layers, student, student_width, student_keep), trials, storage, config,
+                          space, bench)
     params = ", ".join(f"{k} {v:.3g}" for k, v in summary["params"].items())
     chosen_on = summary["chosen_on"]
     out.print(f"best of {summary['trials']} trials on {chosen_on}: trial {summary['trial']} ({params})")

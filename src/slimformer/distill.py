@@ -209,22 +209,37 @@ def _layer_list(model, n: int):
     raise ModelError(f"cannot find the transformer layers of a {model.config.model_type} model")
 
 
-def kept_layers(teacher_layers: int, student_layers: int) -> list[int]:
-    """Every k-th teacher layer, ending with the last one (DistilBERT-style init): 6 -> 3 keeps 1, 3, 5."""
+KEEPS = ("spread", "bottom")  # which teacher layers a student cut from it keeps
+
+
+def check_keep(keep: str) -> str:
+    if keep not in KEEPS:
+        raise DistillError(f"unknown layer choice '{keep}'; choose one of: {', '.join(KEEPS)}")
+    return keep
+
+
+def kept_layers(teacher_layers: int, student_layers: int, keep: str = "spread") -> list[int]:
+    """The teacher layers a student of `student_layers` keeps. spread: every k-th, ending with the last one
+    (DistilBERT-style init): 6 -> 3 keeps 1, 3, 5. bottom: the first ones, a contiguous stack whose every layer
+    still reads the states it was trained on (top-layer dropping, Sajjad et al. 2020): 6 -> 3 keeps 0, 1, 2."""
+    check_keep(keep)
     if student_layers < 1:
         raise DistillError("--student-layers must be at least 1")
     if student_layers >= teacher_layers:
         raise DistillError(f"a student of {student_layers} layers is not smaller than the teacher "
                            f"({teacher_layers} layers); choose fewer than {teacher_layers}")
+    if keep == "bottom":
+        return list(range(student_layers))
     return [round((i + 1) * teacher_layers / student_layers) - 1 for i in range(student_layers)]
 
 
-def student_from_teacher(teacher, student_layers: int):
-    """A copy of the teacher keeping every k-th transformer layer (and its embeddings and head)."""
+def student_from_teacher(teacher, student_layers: int, keep: str = "spread"):
+    """A copy of the teacher keeping `student_layers` of its transformer layers (kept_layers; and its embeddings
+    and head)."""
     import torch
 
     n = layer_count(teacher.config)
-    keep = kept_layers(n, student_layers)
+    keep = kept_layers(n, student_layers, keep)
     student = copy.deepcopy(teacher)
     parent, attr = _layer_list(student, n)
     layers = getattr(parent, attr)
@@ -379,7 +394,8 @@ def _config_for(trial, base: DistillConfig, space: SearchSpace) -> DistillConfig
 
 
 NEW_FIELDS = {"hidden_weight": 0.0, "attention_weight": 0.0, "layers": (), "widths": (), "width": 1.0,
-              "unlabelled": None, "unlabelled_limit": DistillConfig.unlabelled_limit, "select_fraction": 0.0}
+              "unlabelled": None, "unlabelled_limit": DistillConfig.unlabelled_limit, "select_fraction": 0.0,
+              "keep": "spread"}
 
 
 def recorded(settings) -> dict:
@@ -436,14 +452,19 @@ class StudentSpec:
     layers: int | None = None  # keep every k-th teacher layer
     checkpoint: str | None = None  # or start from this HF checkpoint
     width: float = 1.0  # fraction of the feed-forward neurons kept per layer, the least important pruned first
+    keep: str = "spread"  # which teacher layers (kept_layers): spread (every k-th) or bottom (the first ones)
+
+    def __post_init__(self):
+        check_keep(self.keep)
 
 
 def make_student(teacher, tokenizer, labels: list[str], spec: StudentSpec, ffn_scores=None):
     """The initial student: the checkpoint, or the teacher's every k-th layer with the FFN pruned to `width`
     (`ffn_scores`: the teacher's neuron importances, compress.prune.ffn_importance)."""
     if spec.checkpoint:
-        if spec.width != 1.0:
-            raise DistillError("--student-width applies to a student cut from the teacher, not to --student")
+        if spec.width != 1.0 or spec.keep != "spread":
+            raise DistillError(f"{'--student-width' if spec.width != 1.0 else '--student-keep'} applies to a student "
+                               "cut from the teacher, not to --student")
         return student_from_checkpoint(spec.checkpoint, teacher, tokenizer, labels)
     if not 0.0 < spec.width <= 1.0:
         raise DistillError(f"the student's width must be in (0, 1], got {spec.width}")
@@ -451,7 +472,8 @@ def make_student(teacher, tokenizer, labels: list[str], spec: StudentSpec, ffn_s
     if spec.layers == n and spec.width < 1.0:  # the teacher's depth, narrower
         student, keep = copy.deepcopy(teacher), list(range(n))
     else:
-        student, keep = student_from_teacher(teacher, spec.layers), kept_layers(n, spec.layers)
+        student, keep = (student_from_teacher(teacher, spec.layers, spec.keep),
+                         kept_layers(n, spec.layers, spec.keep))
     if spec.width < 1.0:
         from .compress.prune import ffn_size, prune_ffn
 
