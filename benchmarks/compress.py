@@ -17,8 +17,8 @@ Students (per seed; every one a distillation run directory, resumable, reused wh
   kds     kd with the same selection slice (for data without an unlabelled corpus, e.g. rotten-tomatoes)
   kd6s    kds with 6 layers (for a 12-layer teacher such as mpnet-base: every 2nd layer, as DistilBERT is cut)
   kdsb    kds keeping the teacher's first 3 layers (0, 1, 2: a contiguous stack, top-layer dropping) instead of 1, 3, 5
-  kdx     kdus with 20 perturbed copies of every training text instead of 2 (TinyBERT's x20): a transfer set of
-          ~123,000 texts, ~4x kdus's, for a machine with a GPU (distillation trains on CUDA where it is there)
+  kdx     kdus with 20 perturbed copies of every training text instead of 2 (TinyBERT's x20): on TREC-6 a transfer
+          set of 101,333 texts, 3.2x kdus's, for a machine with a GPU (distillation trains on CUDA where it is there)
 `--qat NAMES` also fine-tunes those students with fake INT8 quantization (compress/qat.py) per seed:
 `--qat-scheme static` (NAME-qat: QDQ with the trained scales, int8-qat on ONNX Runtime and OpenVINO) or `dynamic`
 (NAME-qatd: ORT's dynamic INT8 of the fused graph simulated exactly, built as ort-int8-dynamic).
@@ -164,8 +164,11 @@ def main() -> None:
             artifact = build(model, parse_recipe(recipe), target, context, overwrite=True)
             built.append((name, seed, candidate, str(artifact.path), runtime, options))
     for folder in (Path(a) for a in args.artifacts.split(",") if a):  # NAME-sSEED-CANDIDATE, as built above
-        candidate = next(c for c in PTQ if folder.name.endswith(f"-{c}"))
+        candidate = next((c for c in PTQ if folder.name.endswith(f"-{c}")), None)
         name, _, seed = folder.name.removesuffix(f"-{candidate}").rpartition("-s")
+        if candidate is None or not name or not seed.isdigit():
+            parser.error(f"--artifacts: {folder.name} is not named STUDENT-sSEED-CANDIDATE (CANDIDATE one of "
+                         f"{', '.join(PTQ)})")
         built.append((name, int(seed), candidate, str(folder), *PTQ[candidate][1:]))
     if args.stage == "build":
         return

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Students that only a GPU affords, in one run of under 9 minutes: `benchmarks/compress.py`'s kdx (kdus with 20
-# perturbed copies of every training text: ~123,000 teacher-labelled texts) for three seeds, each followed by dynamic
+# perturbed copies of every training text: 101,333 teacher-labelled texts on TREC-6) for three seeds, each followed by dynamic
 # QAT, distilled on CUDA; then each student and QAT model built as ONNX Runtime dynamic INT8 (the variant QAT trains
 # for), so the artifacts, not the checkpoints, travel back to be timed and scored on the CPU that serves them.
 #

@@ -449,7 +449,7 @@ def _retry_failed(study) -> None:
 
 @dataclass(frozen=True)
 class StudentSpec:
-    layers: int | None = None  # keep every k-th teacher layer
+    layers: int | None = None  # cut from the teacher: this many of its layers, chosen by `keep`
     checkpoint: str | None = None  # or start from this HF checkpoint
     width: float = 1.0  # fraction of the feed-forward neurons kept per layer, the least important pruned first
     keep: str = "spread"  # which teacher layers (kept_layers): spread (every k-th) or bottom (the first ones)
@@ -459,7 +459,7 @@ class StudentSpec:
 
 
 def make_student(teacher, tokenizer, labels: list[str], spec: StudentSpec, ffn_scores=None):
-    """The initial student: the checkpoint, or the teacher's every k-th layer with the FFN pruned to `width`
+    """The initial student: the checkpoint, or the teacher's kept layers (kept_layers) with the FFN pruned to `width`
     (`ffn_scores`: the teacher's neuron importances, compress.prune.ffn_importance)."""
     if spec.checkpoint:
         if spec.width != 1.0 or spec.keep != "spread":
